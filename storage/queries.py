@@ -1,0 +1,28 @@
+"""Named SQL queries, parsed once at import from queries.sql.
+
+The file is a sequence of blocks, each opened by ``-- name --`` and a one-line description
+comment; code refers to a query by its name, so every statement lives in one readable file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_HEADER = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
+
+
+def parse(text: str) -> dict[str, str]:
+    parts = _HEADER.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        sql = "\n".join(line for line in body.splitlines() if not line.startswith("--")).strip()
+        if not sql:
+            raise ValueError(f"query {name!r} is empty")
+        queries[name] = sql
+    return queries
+
+
+QUERIES: dict[str, str] = parse((Path(__file__).parent / "queries.sql").read_text())

@@ -1,0 +1,33 @@
+-- Every SQL statement of the service. Blocks open with `-- name --` and a description.
+-- Keep names in the form <table>_<verb>[_<guard>][_many].
+
+-- users_insert --
+-- Create a user; the username is unique (Conflict on duplicates).
+INSERT INTO users (username, email, password_hash, is_staff)
+VALUES ($1, $2, $3, $4)
+RETURNING id, username, email, is_staff, is_active, date_joined
+
+-- users_credentials_by_username --
+-- What a login needs to check a password.
+SELECT id, password_hash, is_active FROM users WHERE username = $1
+
+-- users_password_hash_update --
+-- Re-hash on login when the stored parameters are below the current ones.
+UPDATE users SET password_hash = $2 WHERE id = $1
+
+-- api_tokens_insert --
+-- Store a new token's SHA-256 (never the key itself).
+INSERT INTO api_tokens (user_id, key_sha256) VALUES ($1, $2) RETURNING id
+
+-- api_tokens_delete_by_hash --
+-- Revoke one token.
+DELETE FROM api_tokens WHERE key_sha256 = $1
+
+-- auth_principal_by_token_hash --
+-- The caller behind a token: its user and, when it has one, its agent.
+SELECT t.key_sha256, u.id AS user_id, u.username, u.is_staff, u.is_active,
+       a.id AS agent_id, a.is_active AS agent_is_active
+FROM api_tokens t
+JOIN users u ON u.id = t.user_id
+LEFT JOIN agents a ON a.user_id = u.id
+WHERE t.key_sha256 = $1

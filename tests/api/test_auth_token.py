@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import hashlib
+
+from tests.support.factories import PASSWORD
+
+
+async def test_login_returns_a_token_that_authenticates(client, make, db):
+    user = await make.user(username="alice")
+    response = await client.post(
+        "/api/auth-token/", json={"username": "alice", "password": PASSWORD}
+    )
+    assert response.status == 200
+    token = (await response.json())["token"]
+    assert len(token) >= 43
+    stored = await db.fetch("SELECT key_sha256 FROM api_tokens WHERE user_id = $1", user.user_id)
+    assert hashlib.sha256(token.encode()).digest() in {row["key_sha256"] for row in stored}
+    revoke = await client.delete("/api/auth-token/", headers={"Authorization": f"Bearer {token}"})
+    assert revoke.status == 204
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(client, make):
+    await make.user(username="bob")
+    wrong = await client.post("/api/auth-token/", json={"username": "bob", "password": "nope-nope"})
+    unknown = await client.post(
+        "/api/auth-token/", json={"username": "nobody", "password": "nope-nope"}
+    )
+    assert wrong.status == unknown.status == 400
+    assert await wrong.json() == await unknown.json()

@@ -1,0 +1,99 @@
+"""Every test runs against a real PostgreSQL: a private embedded cluster started once per session
+(or the server at TEST_DATABASE_URL), with a migrated template database cloned per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from yarl import URL
+
+from config.settings import Settings
+from storage.migrate import migrate
+from tests.support.factories import Factory
+from tests.support.postgres import Cluster
+
+TEMPLATE = "ts_template"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A maintenance DSN of the server the tests use."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster.dsn()
+    finally:
+        cluster.destroy()
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return str(URL(dsn).with_path(f"/{database}"))
+
+
+async def _create_template(server: str) -> None:
+    connection = await asyncpg.connect(server)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await connection.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await connection.close()
+    await migrate(_with_database(server, TEMPLATE))
+
+
+@pytest.fixture(scope="session")
+def template_ready(server_url: str) -> str:
+    asyncio.run(_create_template(server_url))
+    return server_url
+
+
+@pytest.fixture
+async def database_url(template_ready: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"ts_{uuid.uuid4().hex[:16]}"
+    server = await asyncpg.connect(template_ready)
+    try:
+        await server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+    finally:
+        await server.close()
+    yield _with_database(template_ready, name)
+    server = await asyncpg.connect(template_ready)
+    try:
+        await server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: object) -> Settings:
+    return Settings(
+        database_url=database_url, db_pool_min_size=1, db_pool_max_size=10, log_level="warning"
+    )
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for arranging and asserting in SQL."""
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def make(db: asyncpg.Connection) -> Factory:
+    return Factory(db)
+
+
+@pytest.fixture
+async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
+    from web.app import create_app
+
+    return await aiohttp_client(create_app(settings))

@@ -1,0 +1,76 @@
+"""`create_app(settings)`: the one factory used by `tickets serve` and by the tests.
+
+Resources are opened and closed in `cleanup_ctx` generators, in order: the database (started
+embedded when no DATABASE_URL is given, then migrated), then what depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from config.settings import Settings
+from storage import embedded
+from storage.database import Database
+from storage.migrate import migrate
+from web.auth import Authenticator
+from web.errors import error_middleware
+from web.keys import AUTHENTICATOR, DATABASE, LOGIN_THROTTLE, PASSWORDS, SETTINGS
+from web.middleware import request_context_middleware
+from web.passwords import PasswordHasher
+from web.ratelimit import LoginThrottle
+from web.routes import OPERATIONS
+from web.routing import add_operations
+
+
+async def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server's (started here when needed)."""
+    if settings.database_url:
+        return settings.database_url
+    return await asyncio.to_thread(embedded.start, settings.data_dir)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    dsn = await resolve_database_url(settings)
+    await migrate(dsn)
+    database = await Database.connect(
+        dsn,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        statement_timeout_s=settings.db_statement_timeout_s,
+    )
+    app[DATABASE] = database
+    yield
+    await database.close()
+
+
+async def _security(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    passwords = await asyncio.to_thread(
+        PasswordHasher,
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        concurrency=settings.password_hash_concurrency,
+    )
+    app[PASSWORDS] = passwords
+    app[LOGIN_THROTTLE] = LoginThrottle(
+        failures_allowed=settings.login_failures_allowed,
+        window_s=settings.login_failure_window_s,
+    )
+    app[AUTHENTICATOR] = Authenticator(app[DATABASE], cache_ttl_s=settings.auth_cache_ttl_s)
+    yield
+    passwords.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_context_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_database, _security])
+    add_operations(app, OPERATIONS)
+    return app

@@ -1,0 +1,169 @@
+"""The one error shape, `{"error": code, "detail": ...}`, and the middleware that renders it.
+
+Handlers raise; they never build error JSON by hand. Storage errors and aiohttp's own HTTP
+exceptions are mapped here, and anything unexpected becomes a 500 that leaks nothing but
+the request id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import pydantic
+import structlog
+from aiohttp import web
+
+from storage.errors import Conflict as StorageConflict
+from storage.errors import DatabaseUnavailable, InvalidValue
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """Base of every error the API answers with; `code` is stable, `detail` is for humans."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        detail: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail if detail is not None else self.__doc__
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class BadRequest(ApiError):
+    """The request is malformed."""
+
+    status, code = 400, "bad_request"
+
+
+class ValidationFailed(ApiError):
+    """Some fields are invalid."""
+
+    status, code = 400, "invalid"
+
+
+class NotAuthenticated(ApiError):
+    """Authentication credentials were not provided or are not valid."""
+
+    status, code = 401, "not_authenticated"
+
+
+class PermissionDenied(ApiError):
+    """You do not have permission to perform this action."""
+
+    status, code = 403, "permission_denied"
+
+
+class NotFound(ApiError):
+    """Not found."""
+
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    """Method not allowed."""
+
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ApiError):
+    """The request conflicts with the current state."""
+
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is too large."""
+
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """The request body must be JSON."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class TooManyRequests(ApiError):
+    """Too many attempts; retry later."""
+
+    status, code = 429, "too_many_requests"
+
+
+class ServiceUnavailable(ApiError):
+    """The service cannot answer this right now; retrying later is safe."""
+
+    status, code = 503, "unavailable"
+
+
+def validation_detail(error: pydantic.ValidationError) -> list[dict[str, Any]]:
+    """Name each failing field by its dotted path, with pydantic's message."""
+    return [
+        {
+            "field": ".".join(str(part) for part in item["loc"]) or "body",
+            "message": item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def error_response(error: ApiError) -> web.Response:
+    body = {"error": error.code, "detail": error.detail, **error.extra}
+    return web.json_response(body, status=error.status, headers=error.headers)
+
+
+_HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: NotAuthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def from_http_exception(exc: web.HTTPException) -> ApiError:
+    kind = _HTTP_EXCEPTIONS.get(exc.status)
+    if kind is None:
+        error = ApiError(exc.reason)
+        error.status = exc.status  # type: ignore[misc]
+        return error
+    detail = None
+    if exc.status == 413:
+        detail = "The request body is larger than the limit of 1 MiB."
+    return kind(detail)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except pydantic.ValidationError as error:
+        return error_response(ValidationFailed(validation_detail(error)))
+    except StorageConflict as error:
+        return error_response(Conflict(str(error)))
+    except InvalidValue as error:
+        return error_response(ValidationFailed(str(error)))
+    except DatabaseUnavailable:
+        log.warning("database_unavailable", path=request.path)
+        return error_response(ServiceUnavailable(headers={"Retry-After": "1"}))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(from_http_exception(exc))
+    except Exception:
+        log.exception("unhandled_error", path=request.path, method=request.method)
+        return error_response(ApiError("Internal error; quote the request id to support."))

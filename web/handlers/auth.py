@@ -1,0 +1,76 @@
+"""Obtaining and revoking API tokens."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from web.auth import key_digest, key_from_header, new_key
+from web.errors import ApiError, TooManyRequests
+from web.keys import AUTHENTICATOR, DATABASE, LOGIN_THROTTLE, PASSWORDS
+from web.middleware import USER_ID
+from web.routing import Operation, json_response, parse_body, principal
+from web.schemas import TokenRequest, TokenResponse
+
+
+class InvalidCredentials(ApiError):
+    """Unable to log in with the provided credentials."""
+
+    status, code = 400, "invalid_credentials"
+
+
+async def obtain_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, TokenRequest)
+    throttle = request.app[LOGIN_THROTTLE]
+    address = request.remote or "unknown"
+    wait_s = throttle.retry_after_s(body.username, address)
+    if wait_s:
+        raise TooManyRequests(headers={"Retry-After": str(wait_s)})
+    database = request.app[DATABASE]
+    passwords = request.app[PASSWORDS]
+    user = await database.fetchrow("users_credentials_by_username", body.username)
+    # Unknown users and wrong passwords take the same time and get the same answer.
+    matches = await passwords.verify(user["password_hash"] if user else None, body.password)
+    if user is None or not matches or not user["is_active"]:
+        throttle.failed(body.username, address)
+        raise InvalidCredentials()
+    throttle.succeeded(body.username, address)
+    if passwords.needs_rehash(user["password_hash"]):
+        await database.execute(
+            "users_password_hash_update", user["id"], await passwords.hash(body.password)
+        )
+    key = new_key()
+    await database.execute("api_tokens_insert", user["id"], key_digest(key))
+    request[USER_ID] = user["id"]
+    return json_response(TokenResponse(token=key))
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    await principal(request)
+    key = key_from_header(request.headers.get("Authorization"))
+    assert key is not None  # principal() has checked it
+    digest = key_digest(key)
+    await request.app[DATABASE].execute("api_tokens_delete_by_hash", digest)
+    request.app[AUTHENTICATOR].forget(digest)
+    return web.Response(status=204)
+
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        "/api/auth-token/",
+        obtain_token,
+        summary="Exchange a username and password for an API token",
+        tag="auth",
+        body=TokenRequest,
+        responses={200: TokenResponse},
+        auth=False,
+    ),
+    Operation(
+        "DELETE",
+        "/api/auth-token/",
+        revoke_token,
+        summary="Revoke the token this request is authenticated with",
+        tag="auth",
+        responses={204: None},
+    ),
+]

@@ -1,0 +1,51 @@
+"""Request ids and the access log.
+
+Every request gets an id (taken from `X-Request-ID` when it looks sane, else generated),
+bound into every log line written while serving it and echoed in the response.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("web.access")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = web.RequestKey("request_id", str)
+USER_ID = web.RequestKey("user_id", int)
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    offered = request.headers.get("X-Request-ID", "")
+    request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        log.info(
+            "request",
+            method=request.method,
+            route=_route_name(request),
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            user_id=request.get(USER_ID),
+        )
+        structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,114 @@
+"""The flat route table and the request-parsing helpers handlers share.
+
+Each `Operation` carries what the OpenAPI document needs (models, statuses, auth), so the
+document is generated from the same models the handlers validate with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pydantic
+from aiohttp import web
+
+from web.auth import Principal
+from web.errors import (
+    BadRequest,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+    validation_detail,
+)
+from web.keys import AUTHENTICATOR
+from web.middleware import USER_ID
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    # A pydantic model class or any type a TypeAdapter accepts (e.g. `A | list[A]`).
+    body: Any = None
+    query: type[pydantic.BaseModel] | None = None
+    # status -> response model (None: no body); error statuses are added by the generator.
+    responses: Mapping[int, Any] = field(default_factory=dict)
+    auth: bool = True
+    description: str = ""
+
+
+def add_operations(app: web.Application, operations: list[Operation]) -> None:
+    for operation in operations:
+        app.router.add_route(operation.method, operation.path, operation.handler)
+
+
+async def principal(request: web.Request) -> Principal:
+    """The authenticated caller (401 otherwise), also recorded for the access log."""
+    caller = await request.app[AUTHENTICATOR].principal(request)
+    request[USER_ID] = caller.user_id
+    return caller
+
+
+_JSON_TYPES = ("application/json", "application/octet-stream")
+_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: Any) -> pydantic.TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = pydantic.TypeAdapter(kind)
+    return adapter
+
+
+async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
+    """The JSON body validated as `kind`; 400/413/415 with a clear detail otherwise."""
+    content_type = request.content_type
+    # aiohttp reports a missing Content-Type as application/octet-stream: accept that as JSON.
+    json_like = content_type in _JSON_TYPES or content_type.endswith("+json")
+    if request.body_exists and not json_like:
+        raise UnsupportedMediaType(
+            f"Send JSON (Content-Type: application/json), not {content_type}."
+        )
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("The request body is empty; send a JSON object.")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    try:
+        return _adapter(kind).validate_python(data)
+    except pydantic.ValidationError as error:
+        raise ValidationFailed(validation_detail(error)) from None
+
+
+def parse_query(request: web.Request, model: type[T]) -> T:
+    try:
+        return model.model_validate(dict(request.query))  # type: ignore[attr-defined, no-any-return]
+    except pydantic.ValidationError as error:
+        raise ValidationFailed(validation_detail(error)) from None
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """A positive integer path parameter; anything else is a 404: no such resource exists."""
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
+        raise NotFound()
+    return int(raw)
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    """Serialise models (or plain data containing them) as JSON."""
+    if isinstance(data, pydantic.BaseModel):
+        payload = data.model_dump(mode="json")
+    else:
+        payload = _adapter(type(data)).dump_python(data, mode="json") if data is not None else None
+    return web.json_response(payload, status=status)
