@@ -1,7 +1,7 @@
-"""Named SQL queries, parsed once at import from queries.sql.
+"""Named SQL queries, parsed once at import from the files in storage/sql/.
 
-The file is a sequence of blocks, each opened by ``-- name --`` and a one-line description
-comment; code refers to a query by its name, so every statement lives in one readable file.
+Each file is a sequence of blocks, each opened by ``-- name --`` and a one-line description
+comment; code refers to a query by its name. Names are unique across all the files.
 """
 
 from __future__ import annotations
@@ -25,4 +25,14 @@ def parse(text: str) -> dict[str, str]:
     return queries
 
 
-QUERIES: dict[str, str] = parse((Path(__file__).parent / "queries.sql").read_text())
+def load(folder: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for path in sorted(folder.glob("*.sql")):
+        for name, sql in parse(path.read_text()).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} in {path.name} is defined twice")
+            queries[name] = sql
+    return queries
+
+
+QUERIES: dict[str, str] = load(Path(__file__).parent / "sql")

@@ -14,6 +14,7 @@ import pydantic
 import structlog
 from aiohttp import web
 
+from dispatcher import errors as dispatch
 from storage.errors import Conflict as StorageConflict
 from storage.errors import DatabaseUnavailable, InvalidValue
 
@@ -117,6 +118,26 @@ def validation_detail(error: pydantic.ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def from_dispatcher_error(error: dispatch.DispatcherError) -> ApiError:
+    """The HTTP face of each dispatcher refusal; keep in sync with dispatcher/errors.py."""
+    message = str(error)
+    if isinstance(error, dispatch.NotLeader):
+        retry = {"Retry-After": str(error.retry_after_s)}
+        return ServiceUnavailable(message, headers=retry, extra={"leader": error.leader})
+    if isinstance(error, dispatch.Unavailable):
+        return ServiceUnavailable(message, headers={"Retry-After": str(error.retry_after_s)})
+    if isinstance(error, dispatch.SellRejected):
+        rejected = {str(ticket): why for ticket, why in sorted(error.rejected.items())}
+        return Conflict(message, extra={"rejected": rejected})
+    if isinstance(error, dispatch.AgentNotAllowed):
+        return PermissionDenied(message)
+    if isinstance(error, dispatch.TicketNotFound | dispatch.AgentNotFound):
+        return NotFound(message)
+    if isinstance(error, dispatch.TicketHeld | dispatch.AgentHoldsTickets):
+        return Conflict(message)
+    return ApiError(message)
+
+
 def error_response(error: ApiError) -> web.Response:
     body = {"error": error.code, "detail": error.detail, **error.extra}
     return web.json_response(body, status=error.status, headers=error.headers)
@@ -151,6 +172,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except ApiError as error:
         return error_response(error)
+    except dispatch.DispatcherError as error:
+        return error_response(from_dispatcher_error(error))
     except pydantic.ValidationError as error:
         return error_response(ValidationFailed(validation_detail(error)))
     except StorageConflict as error:

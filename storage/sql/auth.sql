@@ -1,5 +1,5 @@
--- Every SQL statement of the service. Blocks open with `-- name --` and a description.
--- Keep names in the form <table>_<verb>[_<guard>][_many].
+-- Logins and tokens. Blocks open with `-- name --` and a description; names follow
+-- <table>_<verb>[_<guard>][_many] and are unique across storage/sql/.
 
 -- users_insert --
 -- Create a user; the username is unique (Conflict on duplicates).
