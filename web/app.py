@@ -7,17 +7,20 @@ embedded when no DATABASE_URL is given, then migrated), then what depends on it.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from config.settings import Settings
+from dispatcher.actor import Dispatcher, DispatcherOptions
 from storage import embedded
 from storage.database import Database
 from storage.migrate import migrate
 from web.auth import Authenticator
 from web.errors import error_middleware
-from web.keys import AUTHENTICATOR, DATABASE, LOGIN_THROTTLE, PASSWORDS, SETTINGS
+from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, LOGIN_THROTTLE, PASSWORDS, SETTINGS
 from web.middleware import request_context_middleware
 from web.passwords import PasswordHasher
 from web.ratelimit import LoginThrottle
@@ -65,12 +68,35 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     passwords.close()
 
 
+def dispatcher_options(settings: Settings) -> DispatcherOptions:
+    return DispatcherOptions(
+        window_size=settings.dispatcher_window_size,
+        max_batch=settings.dispatcher_max_batch,
+        rescan_interval_s=settings.dispatcher_rescan_interval_s,
+        heartbeat_interval_s=settings.dispatcher_heartbeat_interval_s,
+        retry_after_s=settings.dispatcher_retry_after_s,
+        lock_key=settings.dispatcher_lock_key,
+    )
+
+
+async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    identity = f"{socket.gethostname()}:{os.getpid()}:{settings.port}"
+    dispatcher = Dispatcher(
+        app[DATABASE].dsn, identity=identity, options=dispatcher_options(settings)
+    )
+    await dispatcher.start()
+    app[DISPATCHER] = dispatcher
+    yield
+    await dispatcher.stop()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[request_context_middleware, error_middleware],
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_database, _security])
+    app.cleanup_ctx.extend([_database, _security, _dispatcher])
     add_operations(app, OPERATIONS)
     return app

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from web.handlers import auth
+from web.handlers import auth, dispatch, docs
 from web.routing import Operation
 
-OPERATIONS: list[Operation] = [*auth.OPERATIONS]
+# dispatch comes before the tickets' `{id}` routes, whose pattern would also match its paths.
+OPERATIONS: list[Operation] = [*auth.OPERATIONS, *dispatch.OPERATIONS, *docs.OPERATIONS]

@@ -7,9 +7,16 @@ Request models forbid unknown fields, so a mass-assignment attempt (`is_staff`, 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 T = TypeVar("T")
 
@@ -61,3 +68,150 @@ class User(Response):
     is_staff: bool
     is_active: bool
     date_joined: datetime
+
+
+TicketStatus = Literal["unassigned", "assigned", "sold"]
+
+
+class Ticket(Response):
+    id: int
+    title: str
+    description: str
+    status: TicketStatus
+    agent: int | None
+    created_at: datetime
+    assigned_at: datetime | None
+    sold_at: datetime | None
+
+
+class FetchResponse(Response):
+    tickets: list[Ticket]
+
+
+class SellRequest(Request):
+    ticket_ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(min_length=1, max_length=1000)
+    ]
+
+
+class SellResponse(Response):
+    sold: list[int]
+
+
+class SellRejectedBody(ErrorBody):
+    rejected: dict[str, str]
+
+
+# ---------------------------------------------------------------- users, agents and tickets
+
+
+class StrictRequest(Request):
+    """A write body: JSON types are taken as they are (no `"15"` for 15, no `"yes"` for true),
+    and a field that is sent may not be null: `{"email": null}` is a 400, never "leave it"."""
+
+    model_config = ConfigDict(strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+    if "\x00" in text:
+        raise ValueError("may not contain NUL characters")
+    return text
+
+
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# Keep in sync with the CHECK constraints in storage/migrations/0001_initial.sql, so the
+# database never has to refuse what validation let through.
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_nul)]
+Capacity = Annotated[int, Field(ge=0, le=1000)]
+
+
+class UserCreate(StrictRequest):
+    username: Username
+    password: Password
+    email: Email = ""
+    is_staff: bool = False
+
+
+class UserReplace(StrictRequest):
+    """PUT: every writable field; the password is optional, as it is never shown."""
+
+    username: Username
+    email: Email
+    is_staff: bool
+    is_active: bool
+    password: Password | None = None
+
+
+class UserUpdate(StrictRequest):
+    """PATCH: only the fields sent change."""
+
+    username: Username | None = None
+    email: Email | None = None
+    is_staff: bool | None = None
+    is_active: bool | None = None
+    password: Password | None = None
+
+
+class AgentCreate(StrictRequest):
+    user: Id
+    # The contract's default: what an agent works through in a typical shift.
+    capacity: Capacity = 15
+
+
+class AgentReplace(StrictRequest):
+    """PUT: every writable field."""
+
+    capacity: Capacity
+    is_active: bool
+
+
+class AgentUpdate(StrictRequest):
+    """PATCH: only the fields sent change."""
+
+    capacity: Capacity | None = None
+    is_active: bool | None = None
+
+
+class Agent(Response):
+    id: int
+    user: int
+    capacity: int
+    is_active: bool
+    # Tickets it holds now (status 'assigned'), counted in the database.
+    held: int
+
+
+class TicketCreate(StrictRequest):
+    title: Title
+    description: Description = ""
+
+
+# POST /api/tickets/ also takes an array; one statement inserts it, all or nothing.
+TicketBatch = Annotated[list[TicketCreate], Field(min_length=1, max_length=1000)]
+
+
+class TicketReplace(StrictRequest):
+    """PUT: every writable field. `status` and `agent` belong to the dispatcher."""
+
+    title: Title
+    description: Description
+
+
+class TicketUpdate(StrictRequest):
+    """PATCH: only the fields sent change. `status` and `agent` belong to the dispatcher."""
+
+    title: Title | None = None
+    description: Description | None = None
+
+
+class TicketQuery(PageQuery):
+    status: TicketStatus | None = None

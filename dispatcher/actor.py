@@ -1,0 +1,609 @@
+"""The dispatcher actor: one asyncio task that owns the queue, decides in batches, commits, replies.
+
+Theory of operation
+===================
+
+Every fetch, sell and assignment-changing admin request becomes a command in one inbox,
+with a future its caller awaits. One task — and only one, in one process of the whole
+deployment — drains the inbox and:
+
+1. prepares: learns agents it has not met, tops the queue up from the database when it runs
+   low, absorbs tickets announced by the insert trigger, and reads the facts a sale needs
+   about tickets memory no longer tracks;
+2. decides every fetch and sell of the batch with the pure state machine (dispatcher/core.py),
+   which applies each decision to memory at once;
+3. writes the whole batch in one transaction of guarded statements on the leader
+   connection (storage/leadership.py), then reads what the replies must show;
+4. answers every waiter — only now, after COMMIT;
+5. runs admin commands (delete a ticket, change or delete an agent, release) one
+   transaction each: they are rare and must not put a batch at risk.
+
+While a batch commits, the next one gathers in the inbox, so batches grow with load and the
+cost of a commit is shared by everyone in it.
+
+Failure handling
+================
+
+* A batch whose commit fails (any error: connection, fence, a guard matching fewer rows than
+  decided) fails all its waiters with `CommitFailed` (HTTP 503 + Retry-After) and memory is
+  rebuilt from the database (the source of truth) before anything else is decided. Nothing
+  was acknowledged, so nothing acknowledged is lost; a fetch retried later gets exactly what
+  was committed.
+* Losing the leader connection (terminated session, dead socket, a heartbeat that does not
+  answer, a write that takes too long) ends leadership at once: every waiter gets 503, the
+  connection is dropped, and the task goes back to waiting for the lock as a standby.
+* A standby answers every dispatcher call with `NotLeader` at once; the lock wait itself
+  happens in PostgreSQL, so it takes over the moment the leader's session ends.
+
+Nothing here sleeps to "let things settle"; tests wait on `leading` / `standing_by`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from dispatcher import commands as cmd
+from dispatcher.core import (
+    AgentState,
+    DispatchCore,
+    Fetched,
+    Rejected,
+    Snapshot,
+    Sold,
+    TicketFact,
+)
+from dispatcher.errors import (
+    AgentHoldsTickets,
+    AgentNotAllowed,
+    AgentNotFound,
+    CommitFailed,
+    NotLeader,
+    SellRejected,
+    TicketHeld,
+    TicketNotFound,
+    Unavailable,
+)
+from dispatcher.stats import DispatcherStats
+from storage.errors import Conflict, DatabaseUnavailable, StorageError
+from storage.leadership import LeaderConnection, NotSafeForLeadership, check_database
+
+log = structlog.get_logger("dispatcher")
+
+INSERT_CHANNEL = "tickets_inserted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatcherOptions:
+    window_size: int = 100_000
+    max_batch: int = 2_000
+    # An inbox this deep means the database cannot keep up; refuse fast rather than queue
+    # requests that would time out anyway.
+    max_inbox: int = 50_000
+    rescan_interval_s: float = 10.0
+    heartbeat_interval_s: float = 0.5
+    # A batch taking this long means the connection is stalled: give leadership up.
+    write_timeout_s: float = 5.0
+    retry_after_s: int = 1
+    lock_key: int = 7_302_211
+
+
+class LeadershipLost(Exception):
+    """The leader connection is gone or stalled; this process must stop deciding."""
+
+
+@dataclass
+class _Waiting:
+    command: cmd.Command
+    future: asyncio.Future[Any]
+
+
+@dataclass
+class _InsertNews:
+    """Ranges of ids the insert trigger announced since they were last absorbed."""
+
+    low: int | None = None
+    high: int | None = None
+
+    def add(self, low: int, high: int) -> None:
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
+    def take(self) -> tuple[int, int] | None:
+        if self.low is None or self.high is None:
+            return None
+        taken = (self.low, self.high)
+        self.low = self.high = None
+        return taken
+
+
+@dataclass
+class _Batch:
+    number: int
+    fetches: list[tuple[_Waiting, Fetched | Rejected]] = field(default_factory=list)
+    sells: list[tuple[_Waiting, Sold | Rejected]] = field(default_factory=list)
+
+
+class Dispatcher:
+    """The DispatcherService of this process; see the module docstring."""
+
+    def __init__(self, dsn: str, *, identity: str, options: DispatcherOptions) -> None:
+        self._dsn = dsn
+        self.identity = identity
+        self.options = options
+        self.stats = DispatcherStats()
+        self.role = "starting"
+        self.epoch: int | None = None
+        self.leading = asyncio.Event()
+        self.standing_by = asyncio.Event()
+        self._core = DispatchCore(window_size=options.window_size)
+        self._inbox: deque[_Waiting] = deque()
+        self._wake = asyncio.Event()
+        self._inserts = _InsertNews()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._connection: LeaderConnection | None = None
+        self._batch_number = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Check the database is fit for leadership (raises NotSafeForLeadership, with a
+        message for the operator), then run as leader or standby in the background."""
+        await check_database(self._dsn)
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, answer every waiter, release the lock."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 10)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        self._fail_all(NotLeader("This process is shutting down.", retry_after_s=1))
+        self.role = "stopped"
+
+    @property
+    def queue_length(self) -> int:
+        return self._core.queue_length
+
+    @property
+    def inbox_depth(self) -> int:
+        return len(self._inbox)
+
+    @property
+    def held_count(self) -> int:
+        return self._core.held_count
+
+    # ------------------------------------------------------------ the service
+
+    async def fetch(self, agent_id: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._submit(cmd.Fetch(agent_id))
+        return result
+
+    async def sell(self, agent_id: int, ticket_ids: list[int]) -> list[int]:
+        result: list[int] = await self._submit(cmd.Sell(agent_id, tuple(ticket_ids)))
+        return result
+
+    async def delete_ticket(self, ticket_id: int) -> None:
+        await self._submit(cmd.DeleteTicket(ticket_id))
+
+    async def update_agent(
+        self, agent_id: int, *, capacity: int | None = None, is_active: bool | None = None
+    ) -> list[int]:
+        result: list[int] = await self._submit(cmd.UpdateAgent(agent_id, capacity, is_active))
+        return result
+
+    async def release_agent(self, agent_id: int) -> list[int]:
+        result: list[int] = await self._submit(cmd.ReleaseAgent(agent_id))
+        return result
+
+    async def delete_agent(self, agent_id: int) -> None:
+        await self._submit(cmd.DeleteAgent(agent_id))
+
+    async def _submit(self, command: cmd.Command) -> Any:
+        if self.role != "leader" or self._stopping:
+            raise NotLeader(retry_after_s=self.options.retry_after_s)
+        if len(self._inbox) >= self.options.max_inbox:
+            self.stats.overloaded += 1
+            raise Unavailable("The dispatcher is overloaded.", retry_after_s=1)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inbox.append(_Waiting(command, future))
+        self._wake.set()
+        # A caller that goes away (client disconnected) must not cancel the decision: it
+        # is committed or not on its own, and a retry sees the outcome.
+        return await asyncio.shield(future)
+
+    # ------------------------------------------------------------ leadership
+
+    async def _run(self) -> None:
+        backoff_s = 0.2
+        while not self._stopping:
+            self._become("standby")
+            try:
+                connection = await LeaderConnection.acquire(
+                    self._dsn, lock_key=self.options.lock_key, holder=self.identity
+                )
+            except NotSafeForLeadership as exc:
+                log.error("leadership_refused", reason=str(exc))
+                await self._pause(30)
+                continue
+            except (StorageError, OSError) as exc:
+                log.warning("leadership_wait_failed", error=str(exc), retry_in_s=backoff_s)
+                await self._pause(backoff_s)
+                backoff_s = min(backoff_s * 2, 5)
+                continue
+            backoff_s = 0.2
+            if self._stopping:
+                await connection.close()
+                break
+            self._connection = connection
+            try:
+                await self._lead(connection)
+            except (LeadershipLost, StorageError, OSError, TimeoutError) as exc:
+                self.stats.leadership_lost += 1
+                log.warning("leadership_lost", epoch=connection.epoch, error=repr(exc))
+                self._fail_all(CommitFailed("Leadership was lost; retry shortly."))
+                connection.abort()
+            else:
+                await connection.close()
+            finally:
+                self._connection = None
+                self.epoch = None
+        self._become("stopped")
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _become(self, role: str) -> None:
+        self.role = role
+        if role == "leader":
+            self.standing_by.clear()
+            self.leading.set()
+        else:
+            self.leading.clear()
+            if role == "standby":
+                self.standing_by.set()
+
+    async def _lead(self, connection: LeaderConnection) -> None:
+        lost = asyncio.Event()
+
+        def on_lost() -> None:
+            lost.set()
+            self._wake.set()
+
+        connection.on_lost(on_lost)
+        listen = connection.on_notification(self._on_notification)
+        await listen(INSERT_CHANNEL)
+        self.epoch = connection.epoch
+        await self._reload(connection)
+        self._become("leader")
+        self.stats.leadership_gained += 1
+        log.info("leadership_gained", epoch=connection.epoch, identity=self.identity)
+        next_rescan = time.monotonic() + self.options.rescan_interval_s
+        while True:
+            if lost.is_set() or connection.is_closed():
+                raise LeadershipLost("the leader connection closed")
+            if self._stopping and not self._inbox:
+                return
+            if not self._inbox and self._inserts.low is None:
+                if time.monotonic() >= next_rescan:
+                    await self._guarded(self._rescan(connection))
+                    next_rescan = time.monotonic() + self.options.rescan_interval_s
+                    continue
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.options.heartbeat_interval_s)
+                except TimeoutError:
+                    await connection.heartbeat(timeout_s=self.options.write_timeout_s)
+                continue
+            await self._guarded(self._absorb_inserts(connection))
+            waiting = [
+                self._inbox.popleft() for _ in range(min(len(self._inbox), self.options.max_batch))
+            ]
+            await self._run_batch(connection, waiting)
+
+    async def _guarded(self, work: Any) -> Any:
+        """Bound a database step in time: a stalled connection means leadership is lost."""
+        try:
+            return await asyncio.wait_for(work, self.options.write_timeout_s)
+        except TimeoutError as exc:
+            raise LeadershipLost("a database step stalled") from exc
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        if channel != INSERT_CHANNEL:
+            return
+        low, _, high = payload.partition(",")
+        with contextlib.suppress(ValueError):
+            self._inserts.add(int(low), int(high))
+            self._wake.set()
+
+    # ------------------------------------------------------------ loading
+
+    async def _reload(self, connection: LeaderConnection) -> None:
+        """Rebuild memory from the database; repair holdings an agent may not have."""
+        self._inserts = _InsertNews()
+        window = self.options.window_size
+        rows = await self._guarded(connection.snapshot(window))
+        agents = {a: AgentState(capacity, active) for a, capacity, active in rows.agents}
+        held: dict[int, list[int]] = defaultdict(list)
+        for ticket, agent in sorted(rows.held):
+            held[agent].append(ticket)
+        for agent, tickets in held.items():
+            state = agents[agent]
+            keep = state.capacity if state.active else 0
+            if len(tickets) > keep:
+                # Changed behind our back (plain SQL): give the newest excess back.
+                self._batch_number += 1
+                await self._guarded(connection.release(self._batch_number, agent, tickets[keep:]))
+                log.warning("excess_holdings_released", agent_id=agent, count=len(tickets) - keep)
+                return await self._reload(connection)
+        horizon = None if rows.complete else (rows.unassigned[-1] if rows.unassigned else 0)
+        self._core.load(Snapshot(agents, held, rows.unassigned, horizon))
+        self.stats.reloads += 1
+        return None
+
+    async def _rescan(self, connection: LeaderConnection) -> None:
+        """Heal anything a lost notification left out: replace the queue with the database's."""
+        window = self.options.window_size
+        ids = await connection.unassigned_after(0, window + 1)
+        horizon = None if len(ids) <= window else ids[window - 1]
+        self._core.queue_rescanned(ids[:window], horizon=horizon)
+        self.stats.rescans += 1
+
+    async def _absorb_inserts(self, connection: LeaderConnection) -> None:
+        announced = self._inserts.take()
+        if announced is None:
+            return
+        low, high = announced
+        horizon = self._core.horizon
+        if horizon is not None:
+            high = min(high, horizon)
+        if low > high:
+            return
+        limit = self.options.window_size
+        ids = await connection.unassigned_between(low, high, limit=limit + 1)
+        if len(ids) > limit:
+            # A bulk import larger than the window: the ordered rescan sets the horizon right.
+            await self._rescan(connection)
+        else:
+            self._core.tickets_added(ids)
+
+    async def _learn_agents(self, connection: LeaderConnection, agent_ids: Iterable[int]) -> None:
+        unknown = sorted({a for a in agent_ids if not self._core.knows_agent(a)})
+        if not unknown:
+            return
+        agents, held = await connection.agents(unknown)
+        holdings: dict[int, list[int]] = defaultdict(list)
+        for ticket, agent in held:
+            holdings[agent].append(ticket)
+        for agent, capacity, active in agents:
+            self._core.register_agent(agent, AgentState(capacity, active), holdings[agent])
+
+    async def _refill(self, connection: LeaderConnection, demand: int) -> None:
+        while self._core.needs_refill(demand):
+            after = self._core.refill_after()
+            assert after is not None  # needs_refill implies a finite horizon
+            wanted = self._core.window_size - self._core.queue_length
+            ids = await connection.unassigned_after(after, wanted)
+            self._core.refilled(ids, exhausted=len(ids) < wanted)
+            if not ids:
+                break
+
+    # ------------------------------------------------------------ a batch
+
+    async def _run_batch(self, connection: LeaderConnection, waiting: list[_Waiting]) -> None:
+        trades = [w for w in waiting if isinstance(w.command, cmd.Fetch | cmd.Sell)]
+        admin = [w for w in waiting if not isinstance(w.command, cmd.Fetch | cmd.Sell)]
+        try:
+            if trades:
+                await self._trade(connection, trades)
+            for item in admin:
+                await self._administer(connection, item)
+        except BaseException:
+            # Leadership is going: whoever is still waiting learns it now, not never.
+            for item in waiting:
+                _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
+            raise
+
+    async def _trade(self, connection: LeaderConnection, waiting: list[_Waiting]) -> None:
+        started = time.perf_counter()
+        self._batch_number += 1
+        batch = _Batch(self._batch_number)
+        try:
+            await self._guarded(self._prepare(connection, waiting))
+            facts = await self._guarded(self._sale_facts(connection, waiting))
+        except (StorageError, OSError) as exc:
+            raise LeadershipLost(f"preparing a batch failed: {exc!r}") from exc
+        for item in waiting:
+            command = item.command
+            if isinstance(command, cmd.Fetch):
+                batch.fetches.append((item, self._core.fetch(command.agent_id)))
+            else:
+                assert isinstance(command, cmd.Sell)
+                decision = self._core.sell(command.agent_id, command.ticket_ids, facts)
+                batch.sells.append((item, decision))
+        assignments = [
+            (ticket, decision.agent_id)
+            for _, decision in batch.fetches
+            if isinstance(decision, Fetched)
+            for ticket in decision.assigned
+        ]
+        sales = [
+            (ticket, decision.agent_id)
+            for _, decision in batch.sells
+            if isinstance(decision, Sold)
+            for ticket in decision.sold
+        ]
+        held_ids = sorted({t for _, d in batch.fetches if isinstance(d, Fetched) for t in d.held})
+        try:
+            if assignments or sales:
+                await self._guarded(connection.commit_batch(batch.number, assignments, sales))
+            committed = time.perf_counter()
+            payloads = await self._guarded(connection.payloads(held_ids)) if held_ids else {}
+        except Exception as exc:
+            self.stats.failed_commits += 1
+            log.warning("batch_failed", batch=batch.number, size=len(waiting), error=repr(exc))
+            for item in waiting:
+                _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
+            await self._after_failure(connection)
+            return
+        self.stats.batch_committed(
+            size=len(waiting),
+            assigned=len(assignments),
+            sold=len(sales),
+            commit_s=committed - started,
+        )
+        log.debug(
+            "batch_committed",
+            batch=batch.number,
+            size=len(waiting),
+            assigned=len(assignments),
+            sold=len(sales),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        for item, fetched in batch.fetches:
+            if isinstance(fetched, Rejected):
+                _settle(item, error=AgentNotAllowed())
+            else:
+                _settle(item, result=[_ticket(payloads[t], fetched.agent_id) for t in fetched.held])
+        for item, sold in batch.sells:
+            if isinstance(sold, Sold):
+                _settle(item, result=sorted((*sold.sold, *sold.already_sold)))
+            elif sold.reason == "not_held":
+                _settle(item, error=SellRejected(sold.detail))
+            else:
+                _settle(item, error=AgentNotAllowed())
+
+    async def _prepare(self, connection: LeaderConnection, waiting: list[_Waiting]) -> None:
+        agent_ids = [w.command.agent_id for w in waiting]  # type: ignore[attr-defined]
+        await self._learn_agents(connection, agent_ids)
+        fetchers = [w.command.agent_id for w in waiting if isinstance(w.command, cmd.Fetch)]
+        if fetchers:
+            await self._refill(connection, self._core.demand(fetchers))
+
+    async def _sale_facts(
+        self, connection: LeaderConnection, waiting: list[_Waiting]
+    ) -> dict[int, TicketFact]:
+        asked = {
+            t for w in waiting if isinstance(w.command, cmd.Sell) for t in w.command.ticket_ids
+        }
+        unknown = self._core.unknown_ticket_ids(asked)
+        if not unknown:
+            return {}
+        found = await connection.ticket_facts(sorted(unknown))
+        return {t: TicketFact(status, agent) for t, (status, agent) in found.items()}
+
+    async def _after_failure(self, connection: LeaderConnection) -> None:
+        """Memory may hold uncommitted decisions: rebuild it, or give leadership up."""
+        if connection.is_closed():
+            raise LeadershipLost("the leader connection closed during a commit")
+        try:
+            await self._reload(connection)
+        except (StorageError, OSError) as exc:
+            raise LeadershipLost(f"reload after a failed commit failed: {exc!r}") from exc
+
+    # ------------------------------------------------------------ admin commands
+
+    async def _administer(self, connection: LeaderConnection, item: _Waiting) -> None:
+        command = item.command
+        self._batch_number += 1
+        batch = self._batch_number
+        try:
+            result = await self._guarded(self._admin_step(connection, batch, command))
+        except (AgentNotFound, AgentHoldsTickets, TicketNotFound, TicketHeld, Conflict) as exc:
+            _settle(item, error=exc)
+        except Exception as exc:
+            self.stats.failed_commits += 1
+            log.warning("admin_command_failed", command=repr(command), error=repr(exc))
+            _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
+            await self._after_failure(connection)
+        else:
+            _settle(item, result=result)
+
+    async def _admin_step(
+        self, connection: LeaderConnection, batch: int, command: cmd.Command
+    ) -> Any:
+        if isinstance(command, cmd.DeleteTicket):
+            status = await connection.delete_ticket(batch, command.ticket_id)
+            if status == "missing":
+                raise TicketNotFound()
+            if status is not None:
+                raise TicketHeld()
+            if not self._core.ticket_removed(command.ticket_id):
+                raise DatabaseUnavailable("memory held a ticket the database had unassigned")
+            return None
+        agent_id = command.agent_id  # type: ignore[attr-defined]
+        await self._learn_agents(connection, [agent_id])
+        if not self._core.knows_agent(agent_id):
+            raise AgentNotFound()
+        if isinstance(command, cmd.UpdateAgent):
+            released: list[int] = []
+
+            def decide(capacity: int, is_active: bool) -> list[int]:
+                released[:] = self._core.set_agent(
+                    agent_id, AgentState(capacity, is_active)
+                ).ticket_ids
+                return released
+
+            await connection.update_agent(
+                batch,
+                agent_id,
+                capacity=command.capacity,
+                is_active=command.is_active,
+                decide_release=decide,
+            )
+            self.stats.released += len(released)
+            return released
+        if isinstance(command, cmd.ReleaseAgent):
+            ids = list(self._core.release(agent_id).ticket_ids)
+            if ids:
+                await connection.release(batch, agent_id, ids)
+            self.stats.released += len(ids)
+            return ids
+        if isinstance(command, cmd.DeleteAgent):
+            if not self._core.forget_agent(agent_id):
+                raise AgentHoldsTickets()
+            if not await connection.delete_agent(agent_id):
+                raise AgentNotFound()
+            return None
+        raise TypeError(f"unknown command {command!r}")
+
+    def _fail_all(self, error: Exception) -> None:
+        while self._inbox:
+            _settle(self._inbox.popleft(), error=error)
+
+
+def _settle(item: _Waiting, *, result: Any = None, error: BaseException | None = None) -> None:
+    if item.future.done():
+        return
+    if error is not None:
+        item.future.set_exception(error)
+    else:
+        item.future.set_result(result)
+
+
+def _ticket(row: dict[str, Any], agent_id: int) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "description": row["description"],
+        "status": "assigned",
+        "agent": agent_id,
+        "created_at": row["created_at"],
+        "assigned_at": row["assigned_at"],
+        "sold_at": None,
+    }

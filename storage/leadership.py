@@ -1,0 +1,315 @@
+"""The dispatcher's dedicated connection: it holds the leadership lock and carries every write.
+
+Design
+======
+
+Only one dispatcher may decide at a time. The leader holds a PostgreSQL *session* advisory
+lock on a connection of its own, opened with `asyncpg.connect` — never a pool connection,
+because a pool resets returned connections with `pg_advisory_unlock_all()`. The lock is
+taken once (advisory locks stack, so a second take would need a second unlock).
+
+Every batch is written **on that same connection**. If the session ends (the process died,
+the connection was cut, an operator ran `pg_terminate_backend`), PostgreSQL releases the
+lock and no later write from the old leader can reach the database: a commit proves the
+lock was held. As a second fence, each acquisition bumps `dispatcher_leadership.epoch` and
+every write is conditional on it, so even a write that somehow arrived late would match
+no row.
+
+A standby waits inside `pg_advisory_lock`, so it takes over the moment the leader's session
+ends, without polling.
+
+This module owns the SQL; the decisions and the waiting are dispatcher/actor.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from storage.errors import DatabaseUnavailable, StorageError, translated
+from storage.queries import QUERIES
+
+
+class NotSafeForLeadership(StorageError):
+    """The database connection cannot guarantee what the dispatcher relies on."""
+
+
+class Fenced(StorageError):
+    """Another dispatcher has taken over (the epoch moved on): this one must stop deciding."""
+
+
+class Diverged(StorageError):
+    """A guarded write matched fewer rows than decided: memory and database disagree."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRows:
+    agents: list[tuple[int, int, bool]]  # id, capacity, is_active
+    held: list[tuple[int, int]]  # ticket id, agent id
+    unassigned: list[int]  # ascending, at most the window
+    complete: bool  # True when `unassigned` is every unassigned ticket
+
+
+class LeaderConnection:
+    def __init__(self, connection: asyncpg.Connection, epoch: int) -> None:
+        self._connection = connection
+        self.epoch = epoch
+
+    @classmethod
+    async def acquire(
+        cls,
+        dsn: str,
+        *,
+        lock_key: int,
+        holder: str,
+        on_connected: Callable[[], None] | None = None,
+    ) -> LeaderConnection:
+        """Connect, wait as long as it takes for the lock, then claim a new epoch.
+
+        `on_connected` is called once the connection is up and waiting (the caller is then
+        a standby). Raises DatabaseUnavailable or NotSafeForLeadership; the lock is never
+        left held on failure (the connection is closed).
+        """
+        with translated():
+            connection = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
+        try:
+            with translated():
+                await _check_session(connection)
+                if on_connected is not None:
+                    on_connected()
+                await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
+                epoch = await connection.fetchval(QUERIES["dispatcher_leadership_claim"], holder)
+        except BaseException:
+            connection.terminate()
+            raise
+        return cls(connection, int(epoch))
+
+    # ------------------------------------------------------------ liveness
+
+    def is_closed(self) -> bool:
+        return self._connection.is_closed()
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the connection is closed for any reason."""
+        self._connection.add_termination_listener(lambda _connection: callback())
+
+    def on_notification(self, callback: Callable[[str, str], None]) -> Callable[[], Any]:
+        """Register a LISTEN callback (channel, payload); returns the coroutine-starter."""
+
+        def listener(_connection: Any, _pid: int, channel: str, payload: str) -> None:
+            callback(channel, payload)
+
+        async def start(channel: str) -> None:
+            with translated():
+                await self._connection.add_listener(channel, listener)
+
+        return start
+
+    async def heartbeat(self, timeout_s: float) -> None:
+        """Raises DatabaseUnavailable when the session does not answer in time."""
+        with translated():
+            await asyncio.wait_for(self._connection.fetchval("SELECT 1"), timeout_s)
+
+    def abort(self) -> None:
+        """Drop the connection at once (the server ends the session, releasing the lock)."""
+        self._connection.terminate()
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._connection.close(), 2)
+        except Exception:
+            self._connection.terminate()
+
+    # ------------------------------------------------------------ reads
+
+    async def snapshot(self, window: int) -> SnapshotRows:
+        """A consistent picture of agents, holdings and the oldest `window` unassigned ids."""
+        with translated():
+            async with self._connection.transaction(isolation="repeatable_read", readonly=True):
+                agents = await self._connection.fetch(QUERIES["dispatcher_agents_all"])
+                held = await self._connection.fetch(QUERIES["tickets_held_all"])
+                unassigned = await self._connection.fetch(
+                    QUERIES["tickets_unassigned_after"], 0, window + 1
+                )
+        ids = [row["id"] for row in unassigned]
+        return SnapshotRows(
+            agents=[(r["id"], r["capacity"], r["is_active"]) for r in agents],
+            held=[(r["id"], r["agent_id"]) for r in held],
+            unassigned=ids[:window],
+            complete=len(ids) <= window,
+        )
+
+    async def agents(
+        self, ids: Sequence[int]
+    ) -> tuple[list[tuple[int, int, bool]], list[tuple[int, int]]]:
+        """Agents not yet in memory and their held tickets."""
+        with translated():
+            agents = await self._connection.fetch(QUERIES["dispatcher_agents_by_ids"], list(ids))
+            held = await self._connection.fetch(QUERIES["tickets_held_by_agents"], list(ids))
+        return (
+            [(r["id"], r["capacity"], r["is_active"]) for r in agents],
+            [(r["id"], r["agent_id"]) for r in held],
+        )
+
+    async def unassigned_after(self, after: int, limit: int) -> list[int]:
+        with translated():
+            rows = await self._connection.fetch(QUERIES["tickets_unassigned_after"], after, limit)
+        return [row["id"] for row in rows]
+
+    async def unassigned_between(self, low: int, high: int, *, limit: int) -> list[int]:
+        with translated():
+            rows = await self._connection.fetch(
+                QUERIES["tickets_unassigned_between"], low, high, limit
+            )
+        return [row["id"] for row in rows]
+
+    async def ticket_facts(self, ids: Sequence[int]) -> dict[int, tuple[str, int | None]]:
+        with translated():
+            rows = await self._connection.fetch(QUERIES["tickets_facts_by_ids"], list(ids))
+        return {row["id"]: (row["status"], row["agent_id"]) for row in rows}
+
+    async def payloads(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        with translated():
+            rows = await self._connection.fetch(QUERIES["tickets_payload_by_ids"], list(ids))
+        return {row["id"]: dict(row) for row in rows}
+
+    # ------------------------------------------------------------ writes
+
+    async def commit_batch(
+        self,
+        batch: int,
+        assignments: Sequence[tuple[int, int]],
+        sales: Sequence[tuple[int, int]],
+    ) -> None:
+        """Write a batch's (ticket, agent) assignments and sales in one transaction.
+
+        Raises Fenced, Diverged (rolled back: nothing written), DatabaseUnavailable (outcome
+        unknown only if the connection died during COMMIT; the caller reloads either way).
+        """
+        with translated():
+            async with self._connection.transaction():
+                fenced, assigned = await self._connection.fetchrow(
+                    QUERIES["tickets_assign_many_if_unassigned"],
+                    self.epoch,
+                    batch,
+                    [ticket for ticket, _ in assignments],
+                    [agent for _, agent in assignments],
+                )
+                _check_fence(fenced)
+                _check_count("assign", assigned, len(assignments))
+                if sales:
+                    sold = await self._connection.fetchval(
+                        QUERIES["tickets_sell_many_if_held"],
+                        self.epoch,
+                        batch,
+                        [ticket for ticket, _ in sales],
+                        [agent for _, agent in sales],
+                    )
+                    _check_count("sell", sold, len(sales))
+
+    async def release(self, batch: int, agent_id: int, ticket_ids: Sequence[int]) -> None:
+        with translated():
+            async with self._connection.transaction():
+                await self._release(batch, agent_id, ticket_ids)
+
+    async def _release(self, batch: int, agent_id: int, ticket_ids: Sequence[int]) -> None:
+        fenced, released = await self._connection.fetchrow(
+            QUERIES["tickets_release_many_if_held"], self.epoch, batch, agent_id, list(ticket_ids)
+        )
+        _check_fence(fenced)
+        _check_count("release", released, len(ticket_ids))
+
+    async def delete_ticket(self, batch: int, ticket_id: int) -> str | None:
+        """Delete an unassigned ticket. Returns None when deleted, else the ticket's status
+        ('assigned' or 'sold'), or 'missing'."""
+        with translated():
+            async with self._connection.transaction():
+                fenced, deleted = await self._connection.fetchrow(
+                    QUERIES["tickets_delete_if_unassigned"], self.epoch, batch, ticket_id
+                )
+                _check_fence(fenced)
+                if deleted:
+                    return None
+                status = await self._connection.fetchval(QUERIES["tickets_status_by_id"], ticket_id)
+        return status or "missing"
+
+    async def update_agent(
+        self,
+        batch: int,
+        agent_id: int,
+        *,
+        capacity: int | None,
+        is_active: bool | None,
+        decide_release: Callable[[int, bool], Sequence[int]],
+    ) -> tuple[int, bool] | None:
+        """Change an agent and release what `decide_release(capacity, is_active)` says, in one
+        transaction. Returns the new (capacity, is_active), or None for an unknown agent."""
+        with translated():
+            async with self._connection.transaction():
+                row = await self._connection.fetchrow(
+                    QUERIES["agents_update_dispatch"], agent_id, capacity, is_active
+                )
+                if row is None:
+                    return None
+                released = decide_release(row["capacity"], row["is_active"])
+                if released:
+                    await self._release(batch, agent_id, released)
+        return row["capacity"], row["is_active"]
+
+    async def delete_agent(self, agent_id: int) -> bool:
+        """False when there is no such agent; Conflict when it has a history of tickets."""
+        with translated():
+            return (
+                await self._connection.fetchval(QUERIES["agents_delete_by_id"], agent_id)
+                is not None
+            )
+
+
+async def check_database(dsn: str) -> None:
+    """Raise NotSafeForLeadership (or DatabaseUnavailable) before the service starts."""
+    with translated():
+        connection = await asyncpg.connect(dsn)
+        try:
+            await _check_session(connection)
+        finally:
+            await connection.close()
+
+
+async def _check_session(connection: asyncpg.Connection) -> None:
+    """Refuse settings under which 'committed' or 'this session' would not mean what we need."""
+    if await connection.fetchval("SHOW synchronous_commit") == "off":
+        raise NotSafeForLeadership(
+            "synchronous_commit is off on this database: an acknowledged assignment could be"
+            " lost in a crash. Set synchronous_commit = on (or local) for this role/database."
+        )
+    pids = {await connection.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
+    if len(pids) > 1:
+        raise NotSafeForLeadership(
+            "the connection is transaction-pooled (the backend changes between transactions):"
+            " session advisory locks cannot work through it. Connect to PostgreSQL directly or"
+            " through a session-pooled bouncer."
+        )
+
+
+def _check_fence(fenced: int) -> None:
+    if fenced != 1:
+        raise Fenced()
+
+
+def _check_count(what: str, done: int, expected: int) -> None:
+    if done != expected:
+        raise Diverged(f"{what}: {done} rows changed where {expected} were decided")
+
+
+__all__ = [
+    "DatabaseUnavailable",
+    "Diverged",
+    "Fenced",
+    "LeaderConnection",
+    "NotSafeForLeadership",
+    "SnapshotRows",
+]

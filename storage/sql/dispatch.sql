@@ -1,0 +1,127 @@
+-- The dispatcher's statements. Every write is guarded (it only changes rows in the state the
+-- dispatcher's memory expects) and fenced (it only runs while dispatcher_leadership.epoch is
+-- ours); callers compare row counts with what they asked for. Keep the guards in sync with
+-- the decisions of dispatcher/core.py.
+
+-- dispatcher_leadership_claim --
+-- Bump the fencing token on taking the advisory lock; returns the new epoch.
+UPDATE dispatcher_leadership
+SET epoch = epoch + 1, holder = $1, holder_pid = pg_backend_pid(), since = now()
+RETURNING epoch
+
+-- dispatcher_leadership_get --
+-- Who leads (or led last), since when, and how far it got.
+SELECT epoch, holder, holder_pid, since, last_batch FROM dispatcher_leadership
+
+-- dispatcher_lock_holder --
+-- The backend holding the dispatcher's advisory lock, if any, and where it connects from.
+SELECT l.pid, a.client_addr::text AS client_addr, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+
+-- dispatcher_agents_all --
+-- Every agent, for a snapshot.
+SELECT id, capacity, is_active FROM agents
+
+-- dispatcher_agents_by_ids --
+-- Agents the dispatcher has not met yet (created after its snapshot).
+SELECT id, capacity, is_active FROM agents WHERE id = ANY($1::bigint[])
+
+-- tickets_held_all --
+-- Every held ticket, for a snapshot.
+SELECT id, agent_id FROM tickets WHERE status = 'assigned'
+
+-- tickets_held_by_agents --
+-- Held tickets of agents the dispatcher has not met yet.
+SELECT id, agent_id FROM tickets WHERE status = 'assigned' AND agent_id = ANY($1::bigint[])
+
+-- tickets_unassigned_after --
+-- The next unassigned ids in creation order above an id (0 for the first window).
+SELECT id FROM tickets WHERE status = 'unassigned' AND id > $1 ORDER BY id LIMIT $2
+
+-- tickets_unassigned_between --
+-- Unassigned ids in a range just announced by the insert trigger.
+SELECT id FROM tickets WHERE status = 'unassigned' AND id BETWEEN $1 AND $2 ORDER BY id LIMIT $3
+
+-- tickets_facts_by_ids --
+-- What the store says of tickets the dispatcher no longer tracks (for judging a sale).
+SELECT id, status, agent_id FROM tickets WHERE id = ANY($1::bigint[])
+
+-- tickets_assign_many_if_unassigned --
+-- Commit a batch's assignments (fenced by the epoch) and log them; returns rows assigned.
+WITH fence AS (
+    UPDATE dispatcher_leadership SET last_batch = $2 WHERE epoch = $1 RETURNING epoch
+), assigned AS (
+    UPDATE tickets AS t
+    SET status = 'assigned', agent_id = d.agent_id, assigned_at = now()
+    FROM unnest($3::bigint[], $4::bigint[]) AS d(ticket_id, agent_id), fence
+    WHERE t.id = d.ticket_id AND t.status = 'unassigned'
+    RETURNING t.id, t.agent_id
+), logged AS (
+    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
+    SELECT id, 'assigned', agent_id, $1, $2 FROM assigned
+)
+SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM assigned) AS assigned
+
+-- tickets_sell_many_if_held --
+-- Commit a batch's sales (after its assignments, so a ticket may be both) and log them.
+WITH sold AS (
+    UPDATE tickets AS t
+    SET status = 'sold', sold_at = now()
+    FROM unnest($3::bigint[], $4::bigint[]) AS d(ticket_id, agent_id)
+    WHERE t.id = d.ticket_id AND t.agent_id = d.agent_id AND t.status = 'assigned'
+    RETURNING t.id, t.agent_id
+), logged AS (
+    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
+    SELECT id, 'sold', agent_id, $1, $2 FROM sold
+)
+SELECT count(*) FROM sold
+
+-- tickets_release_many_if_held --
+-- Give an agent's tickets back to the queue and log it; returns rows released.
+WITH fence AS (
+    UPDATE dispatcher_leadership SET last_batch = $2 WHERE epoch = $1 RETURNING epoch
+), released AS (
+    UPDATE tickets AS t
+    SET status = 'unassigned', agent_id = NULL, assigned_at = NULL
+    FROM fence
+    WHERE t.id = ANY($4::bigint[]) AND t.agent_id = $3 AND t.status = 'assigned'
+    RETURNING t.id
+), logged AS (
+    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
+    SELECT id, 'released', $3, $1, $2 FROM released
+)
+SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM released) AS released
+
+-- tickets_delete_if_unassigned --
+-- Delete one unassigned ticket (fenced) and log it; returns 1 when deleted.
+WITH fence AS (
+    UPDATE dispatcher_leadership SET last_batch = $2 WHERE epoch = $1 RETURNING epoch
+), deleted AS (
+    DELETE FROM tickets AS t USING fence WHERE t.id = $3 AND t.status = 'unassigned'
+    RETURNING t.id
+), logged AS (
+    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
+    SELECT id, 'deleted', NULL, $1, $2 FROM deleted
+)
+SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM deleted) AS deleted
+
+-- tickets_status_by_id --
+-- Why a ticket could not be deleted: missing, or held.
+SELECT status FROM tickets WHERE id = $1
+
+-- agents_update_dispatch --
+-- Change an agent's capacity and activity (NULL keeps a value); returns the new state.
+UPDATE agents
+SET capacity = coalesce($2, capacity), is_active = coalesce($3, is_active)
+WHERE id = $1
+RETURNING id, capacity, is_active
+
+-- agents_delete_by_id --
+-- Delete an agent row; a history of tickets makes this a foreign-key Conflict.
+DELETE FROM agents WHERE id = $1 RETURNING id
+
+-- tickets_payload_by_ids --
+-- What a fetch answers with, for tickets just committed as held.
+SELECT id, title, description, created_at, assigned_at FROM tickets WHERE id = ANY($1::bigint[])

@@ -1,0 +1,108 @@
+"""fetch_tickets / sell_tickets over HTTP, one behaviour per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from web.keys import DISPATCHER
+
+FETCH = "/api/tickets/fetch_tickets/"
+SELL = "/api/tickets/sell_tickets/"
+
+
+@pytest.fixture
+async def leading_client(client):
+    await client.app[DISPATCHER].leading.wait()
+    return client
+
+
+async def fetch(client, actor) -> list[dict]:
+    response = await client.post(FETCH, headers=actor.headers)
+    assert response.status == 200, await response.text()
+    return (await response.json())["tickets"]
+
+
+async def test_fetch_hands_out_the_oldest_tickets_up_to_capacity(leading_client, make, db):
+    ids = await make.tickets(20)
+    agent = await make.agent(capacity=15)
+    tickets = await fetch(leading_client, agent)
+    assert [t["id"] for t in tickets] == ids[:15]
+    assert {t["status"] for t in tickets} == {"assigned"}
+    assert {t["agent"] for t in tickets} == {agent.agent_id}
+    rows = await db.fetch("SELECT id FROM tickets WHERE agent_id = $1 ORDER BY id", agent.agent_id)
+    assert [r["id"] for r in rows] == ids[:15]
+    events = await db.fetchval("SELECT count(*) FROM ticket_events WHERE event = 'assigned'")
+    assert events == 15
+
+
+async def test_a_second_fetch_returns_the_same_tickets(leading_client, make):
+    await make.tickets(20)
+    agent = await make.agent(capacity=5)
+    first = await fetch(leading_client, agent)
+    second = await fetch(leading_client, agent)
+    assert [t["id"] for t in first] == [t["id"] for t in second]
+
+
+async def test_two_agents_never_share_and_take_in_order(leading_client, make):
+    ids = await make.tickets(10)
+    one, two = await make.agent(capacity=4), await make.agent(capacity=4)
+    got_one = [t["id"] for t in await fetch(leading_client, one)]
+    got_two = [t["id"] for t in await fetch(leading_client, two)]
+    assert got_one == ids[:4]
+    assert got_two == ids[4:8]
+
+
+async def test_sell_frees_capacity_and_is_idempotent(leading_client, make, db):
+    ids = await make.tickets(6)
+    agent = await make.agent(capacity=3)
+    held = [t["id"] for t in await fetch(leading_client, agent)]
+    response = await leading_client.post(SELL, json={"ticket_ids": held[:2]}, headers=agent.headers)
+    assert response.status == 200
+    assert (await response.json()) == {"sold": held[:2]}
+    again = await leading_client.post(SELL, json={"ticket_ids": held[:2]}, headers=agent.headers)
+    assert again.status == 200
+    topped = [t["id"] for t in await fetch(leading_client, agent)]
+    assert topped == [held[2], ids[3], ids[4]]
+    sold = await db.fetchval("SELECT count(*) FROM tickets WHERE status = 'sold'")
+    assert sold == 2
+
+
+async def test_selling_what_you_do_not_hold_is_all_or_nothing(leading_client, make, db):
+    await make.tickets(6)
+    one, two = await make.agent(capacity=3), await make.agent(capacity=3)
+    mine = [t["id"] for t in await fetch(leading_client, one)]
+    theirs = [t["id"] for t in await fetch(leading_client, two)]
+    response = await leading_client.post(
+        SELL, json={"ticket_ids": [mine[0], theirs[0], 999999]}, headers=one.headers
+    )
+    assert response.status == 409
+    body = await response.json()
+    assert body["rejected"] == {
+        str(theirs[0]): "held_by_another_agent",
+        "999999": "not_found",
+    }
+    assert await db.fetchval("SELECT count(*) FROM tickets WHERE status = 'sold'") == 0
+
+
+async def test_admins_and_inactive_agents_get_403(leading_client, make):
+    admin = await make.admin()
+    inactive = await make.agent(is_active=False)
+    for actor in (admin, inactive):
+        response = await leading_client.post(FETCH, headers=actor.headers)
+        assert response.status == 403
+        response = await leading_client.post(SELL, json={"ticket_ids": [1]}, headers=actor.headers)
+        assert response.status == 403
+
+
+async def test_tickets_inserted_by_plain_sql_reach_the_queue(leading_client, make, db):
+    agent = await make.agent(capacity=3)
+    assert await fetch(leading_client, agent) == []
+    ids = await make.tickets(2)
+    dispatcher = leading_client.app[DISPATCHER]
+    for _ in range(200):  # the NOTIFY is asynchronous; bounded wait on its effect
+        if dispatcher.queue_length == 2:
+            break
+        import asyncio
+
+        await asyncio.sleep(0.01)
+    assert [t["id"] for t in await fetch(leading_client, agent)] == ids
