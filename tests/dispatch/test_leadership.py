@@ -1,0 +1,48 @@
+"""One leader per database; standbys answer 503 and take over when the leader goes."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from storage.leadership import NotSafeForLeadership
+from web.app import create_app
+from web.keys import DISPATCHER
+
+FETCH = "/api/tickets/fetch_tickets/"
+
+
+async def test_a_second_server_is_a_standby_and_takes_over(client, settings, make, db):
+    await client.app[DISPATCHER].leading.wait()
+    await make.tickets(3)
+    agent = await make.agent(capacity=2)
+    standby = TestClient(TestServer(create_app(settings)))
+    await standby.start_server()
+    try:
+        await standby.app[DISPATCHER].standing_by.wait()
+        refused = await standby.post(FETCH, headers=agent.headers)
+        assert refused.status == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert (await refused.json())["error"] == "unavailable"
+        first = await client.post(FETCH, headers=agent.headers)
+        held = [t["id"] for t in (await first.json())["tickets"]]
+        epoch_before = await db.fetchval("SELECT epoch FROM dispatcher_leadership")
+
+        await client.app[DISPATCHER].stop()
+        await standby.app[DISPATCHER].leading.wait()
+
+        again = await standby.post(FETCH, headers=agent.headers)
+        assert again.status == 200
+        assert [t["id"] for t in (await again.json())["tickets"]] == held
+        assert await db.fetchval("SELECT epoch FROM dispatcher_leadership") == epoch_before + 1
+    finally:
+        await standby.close()
+
+
+async def test_refuses_to_start_when_commits_are_not_durable(settings, database_url, db):
+    database = database_url.rsplit("/", 1)[1]
+    await db.execute(f"ALTER DATABASE {database} SET synchronous_commit = off")
+    server = TestServer(create_app(settings))
+    with pytest.raises(NotSafeForLeadership, match="synchronous_commit"):
+        await server.start_server()
+    await server.close()
