@@ -7,22 +7,29 @@ import sys
 
 import click
 
+from cli.importer import import_tickets
+from cli.support import TicketsGroup, load_settings
+from cli.users import create_agent, createsuperuser
 from config.logs import configure as configure_logging
-from config.settings import Settings
+
+__all__ = ["load_settings", "main"]
 
 
-def load_settings(**overrides: object) -> Settings:
-    values = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TicketsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ticket-system: hands support tickets to agents, oldest first, never twice.
 
     Configuration comes from the environment (DATABASE_URL, HOST, PORT, ...); with no
     DATABASE_URL an embedded PostgreSQL under ./.data/ is used.
+
+    Exit codes: 0 done, 1 invalid input (usage, values, bad rows), 2 the database is
+    unreachable or the command failed.
     """
+
+
+main.add_command(createsuperuser)
+main.add_command(create_agent)
+main.add_command(import_tickets)
 
 
 @main.command()

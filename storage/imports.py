@@ -1,0 +1,62 @@
+"""Bulk ticket import: rows streamed into one COPY, on one connection, in one transaction.
+
+`ticket_import(dsn)` opens a dedicated connection (no statement timeout: a large COPY may
+legitimately run for minutes) and a transaction; the block commits when it ends normally
+and rolls back when it raises, so a file is imported whole or not at all. COPY assigns ids
+from the identity column in the order rows arrive, so ids ascend in file order. The
+tickets table's statement-level trigger sends one `tickets_inserted` notification per
+COPY, delivered at commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+
+import asyncpg
+
+from storage.errors import translated
+
+# Keep in sync with the tickets table (storage/migrations/0001_initial.sql).
+_TABLE = "tickets"
+_COLUMNS = ("title", "description")
+
+
+class TicketImport:
+    """The open import: call `copy` once per stream of rows, inside `ticket_import`."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    async def copy(
+        self, records: Iterable[tuple[str, str]] | AsyncIterable[tuple[str, str]]
+    ) -> int:
+        """COPY ``(title, description)`` rows, consumed lazily; returns how many were copied.
+
+        An exception raised by `records` aborts the COPY and propagates unchanged. Rows the
+        database refuses raise InvalidValue (the whole COPY fails, nothing from it stays).
+        """
+        with translated():
+            status = await self._connection.copy_records_to_table(
+                _TABLE, records=records, columns=_COLUMNS
+            )
+        # The status is "COPY <count>".
+        return int(status.rsplit(" ", 1)[-1])
+
+
+@contextlib.asynccontextmanager
+async def ticket_import(dsn: str) -> AsyncIterator[TicketImport]:
+    """Yield a TicketImport; commit on normal exit, roll back when the block raises.
+
+    Raises DatabaseUnavailable when the server cannot be reached. Retrying after a failure
+    is safe: a rolled-back import leaves no rows (only gaps in the id sequence).
+    """
+    with translated():
+        connection = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
+    try:
+        with translated():
+            async with connection.transaction():
+                yield TicketImport(connection)
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()

@@ -1,0 +1,192 @@
+"""The README's run command, `tickets serve`, on the embedded default (no DATABASE_URL).
+
+Each test runs the installed console script in a temporary working directory, so the
+embedded PostgreSQL keeps its data in <tmp>/.data/postgres. The service owns that server:
+it starts it, and stops it when it exits after SIGTERM. These tests check both ends, and
+only ever kill processes they started (the service, and the server it started for this
+data directory), by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.cli.conftest import TICKETS, base_env
+from tests.support.postgres import free_port
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+PASSWORD = "a long enough passphrase"
+
+
+def post_login(port: int, username: str, password: str) -> tuple[int, dict[str, object]]:
+    """POST /api/auth-token/; (status, JSON body). Raises OSError while nothing listens."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/auth-token/",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as answer:  # a 4xx/5xx is an answer too
+        return answer.code, json.loads(answer.read() or b"null")
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The embedded server's PID from its postmaster.pid, or None when there is none."""
+    try:
+        return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def server_processes(data_dir: Path) -> list[psutil.Process]:
+    """Live (not zombie) postgres processes serving data_dir; its postmaster names it."""
+    found = []
+    needle = str(data_dir.resolve() / "postgres")
+    for process in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue  # exited; in a container nobody may reap it
+            if needle in " ".join(process.info["cmdline"] or ()):
+                found.append(process)
+    return found
+
+
+class Service:
+    """One `tickets serve` subprocess; its output goes to a log file in the temp dir."""
+
+    def __init__(self, cwd: Path, port: int) -> None:
+        self.cwd = cwd
+        self.port = port
+        self.log = cwd / f"serve-{port}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(TICKETS), "serve", "--port", str(port)],
+                cwd=cwd,
+                env=base_env(LOG_LEVEL="warning"),  # no DATABASE_URL: the embedded default
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_until_answering(self) -> None:
+        """Poll (bounded) until POST /api/auth-token/ gets an HTTP answer."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"serve exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                status, _ = post_login(self.port, "nobody", "wrong password")
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no answer within {START_TIMEOUT_S} s:\n{self.output()}")
+                time.sleep(0.2)
+                continue
+            assert status == 400, self.output()
+            return
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (fails the test when it takes over STOP_TIMEOUT_S)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve still running {STOP_TIMEOUT_S} s after SIGTERM:\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """An empty working directory; afterwards, no server for its data is left running
+    (`serving` has already killed the service itself, should the test have failed).
+
+    Not pytest's tmp_path: as root, the embedded server runs as another user, which must
+    traverse every parent folder, and each new pytest session (another engineer's, say)
+    resets /tmp/pytest-of-root to 0700.
+    """
+    path = Path(tempfile.mkdtemp(prefix="ts-serve-"))
+    try:
+        yield path
+    finally:
+        # Only the server for this test's own data directory, found by its postmaster.pid.
+        pid = postmaster_pid(path / ".data")
+        for process in server_processes(path / ".data"):
+            if process.pid == pid:
+                process.kill()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving(cwd: Path) -> Iterator[Service]:
+    service = Service(cwd, free_port())
+    try:
+        yield service
+    finally:
+        service.kill()
+
+
+def assert_stopped_cleanly(service: Service, data_dir: Path) -> None:
+    pid = postmaster_pid(data_dir)
+    assert pid is not None, "the embedded server wrote no postmaster.pid"
+    assert service.stop() == 0, service.output()
+    assert server_processes(data_dir) == [], "the embedded server outlived the service"
+    assert postmaster_pid(data_dir) is None  # removed on a clean shutdown
+    with contextlib.suppress(psutil.NoSuchProcess):
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_serve_starts_on_the_embedded_default_and_stops_with_it(workdir: Path) -> None:
+    data_dir = workdir / ".data"
+    with serving(workdir) as service:
+        service.wait_until_answering()
+        assert (data_dir / "postgres" / "PG_VERSION").is_file()
+        assert server_processes(data_dir) != []
+        assert_stopped_cleanly(service, data_dir)
+
+
+def test_data_persists_across_restarts(workdir: Path) -> None:
+    data_dir = workdir / ".data"
+    with serving(workdir) as service:
+        service.wait_until_answering()
+        # The CLI joins the server the service started, and leaves it running.
+        created = subprocess.run(
+            [str(TICKETS), "createsuperuser", "--username", "admin", "--noinput"],
+            cwd=workdir,
+            env=base_env(TICKETS_SUPERUSER_PASSWORD=PASSWORD),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert created.returncode == 0, created.stderr
+        assert server_processes(data_dir) != []
+        assert_stopped_cleanly(service, data_dir)
+
+    with serving(workdir) as service:
+        service.wait_until_answering()
+        status, body = post_login(service.port, "admin", PASSWORD)
+        assert status == 200, body
+        assert isinstance(body["token"], str)
+        assert_stopped_cleanly(service, data_dir)
