@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -78,6 +79,10 @@ from storage.leadership import LeaderConnection, NotSafeForLeadership, check_dat
 log = structlog.get_logger("dispatcher")
 
 INSERT_CHANNEL = "tickets_inserted"
+# Admin requests from other processes (the CLI) reach the leader here; answers go back on
+# ADMIN_REPLY_CHANNEL with the request's id. Keep in sync with cli/dispatch.py.
+ADMIN_CHANNEL = "dispatcher_admin"
+ADMIN_REPLY_CHANNEL = "dispatcher_admin_reply"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +108,8 @@ class LeadershipLost(Exception):
 class _Waiting:
     command: cmd.Command
     future: asyncio.Future[Any]
+    # Set for requests that came by NOTIFY: the id their answer is published under.
+    reply_id: str | None = None
 
 
 @dataclass
@@ -288,6 +295,7 @@ class Dispatcher:
         connection.on_lost(on_lost)
         listen = connection.on_notification(self._on_notification)
         await listen(INSERT_CHANNEL)
+        await listen(ADMIN_CHANNEL)
         self.epoch = connection.epoch
         await self._reload(connection)
         self._become("leader")
@@ -324,12 +332,28 @@ class Dispatcher:
             raise LeadershipLost("a database step stalled") from exc
 
     def _on_notification(self, channel: str, payload: str) -> None:
-        if channel != INSERT_CHANNEL:
+        if channel == ADMIN_CHANNEL:
+            self._on_admin_request(payload)
             return
         low, _, high = payload.partition(",")
         with contextlib.suppress(ValueError):
             self._inserts.add(int(low), int(high))
             self._wake.set()
+
+    def _on_admin_request(self, payload: str) -> None:
+        """`{"id": str, "op": "release", "agent_id": int}` from another process."""
+        try:
+            request = json.loads(payload)
+            reply_id = str(request["id"])
+            if request["op"] != "release":
+                raise ValueError(f"unknown op {request['op']!r}")
+            command = cmd.ReleaseAgent(int(request["agent_id"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("admin_request_refused", payload=payload[:200], error=str(exc))
+            return
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inbox.append(_Waiting(command, future, reply_id=reply_id))
+        self._wake.set()
 
     # ------------------------------------------------------------ loading
 
@@ -526,6 +550,7 @@ class Dispatcher:
             result = await self._guarded(self._admin_step(connection, batch, command))
         except (AgentNotFound, AgentHoldsTickets, TicketNotFound, TicketHeld, Conflict) as exc:
             _settle(item, error=exc)
+            await self._reply_by_notify(connection, item, {"ok": False, "error": str(exc)})
         except Exception as exc:
             self.stats.failed_commits += 1
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))
@@ -533,6 +558,15 @@ class Dispatcher:
             await self._after_failure(connection)
         else:
             _settle(item, result=result)
+            await self._reply_by_notify(connection, item, {"ok": True, "result": result})
+
+    async def _reply_by_notify(
+        self, connection: LeaderConnection, item: _Waiting, answer: dict[str, Any]
+    ) -> None:
+        if item.reply_id is not None:
+            await self._guarded(
+                connection.notify(ADMIN_REPLY_CHANNEL, json.dumps({"id": item.reply_id, **answer}))
+            )
 
     async def _admin_step(
         self, connection: LeaderConnection, batch: int, command: cmd.Command

@@ -109,6 +109,10 @@ class LeaderConnection:
 
         return start
 
+    async def notify(self, channel: str, payload: str) -> None:
+        with translated():
+            await self._connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+
     async def heartbeat(self, timeout_s: float) -> None:
         """Raises DatabaseUnavailable when the session does not answer in time."""
         with translated():
