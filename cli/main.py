@@ -7,7 +7,9 @@ import sys
 
 import click
 
+from cli.dispatch import dispatcher, release
 from cli.importer import import_tickets
+from cli.ops import stats
 from cli.support import TicketsGroup, load_settings
 from cli.users import create_agent, createsuperuser
 from config.logs import configure as configure_logging
@@ -30,6 +32,9 @@ def main() -> None:
 main.add_command(createsuperuser)
 main.add_command(create_agent)
 main.add_command(import_tickets)
+main.add_command(stats)
+main.add_command(release)
+main.add_command(dispatcher)
 
 
 @main.command()

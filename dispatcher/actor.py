@@ -88,7 +88,7 @@ ADMIN_REPLY_CHANNEL = "dispatcher_admin_reply"
 @dataclass(frozen=True, kw_only=True)
 class DispatcherOptions:
     window_size: int = 100_000
-    max_batch: int = 2_000
+    max_batch: int = 500
     # An inbox this deep means the database cannot keep up; refuse fast rather than queue
     # requests that would time out anyway.
     max_inbox: int = 50_000
@@ -171,15 +171,17 @@ class Dispatcher:
         """Finish the batch in flight, answer every waiter, release the lock."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 10)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        task = self._task
+        if task is not None:
+            if self.role != "leader":
+                # A standby waits inside pg_advisory_lock: nothing to finish, so cut it short.
+                task.cancel()
+            _, pending = await asyncio.wait({task}, timeout=10)
+            if pending:
+                task.cancel()
+                await asyncio.wait({task})
         self._fail_all(NotLeader("This process is shutting down.", retry_after_s=1))
-        self.role = "stopped"
+        self._become("stopped")
 
     @property
     def queue_length(self) -> int:
@@ -240,7 +242,10 @@ class Dispatcher:
             self._become("standby")
             try:
                 connection = await LeaderConnection.acquire(
-                    self._dsn, lock_key=self.options.lock_key, holder=self.identity
+                    self._dsn,
+                    lock_key=self.options.lock_key,
+                    holder=self.identity,
+                    idle_timeout_s=self.options.write_timeout_s,
                 )
             except NotSafeForLeadership as exc:
                 log.error("leadership_refused", reason=str(exc))
@@ -258,6 +263,9 @@ class Dispatcher:
             self._connection = connection
             try:
                 await self._lead(connection)
+            except asyncio.CancelledError:
+                connection.abort()
+                raise
             except (LeadershipLost, StorageError, OSError, TimeoutError) as exc:
                 self.stats.leadership_lost += 1
                 log.warning("leadership_lost", epoch=connection.epoch, error=repr(exc))
@@ -478,6 +486,9 @@ class Dispatcher:
                 await self._guarded(connection.commit_batch(batch.number, assignments, sales))
             committed = time.perf_counter()
             payloads = await self._guarded(connection.payloads(held_ids)) if held_ids else {}
+        except LeadershipLost:
+            self.stats.failed_commits += 1
+            raise  # _run_batch answers the waiters; a stalled connection is not retried
         except Exception as exc:
             self.stats.failed_commits += 1
             log.warning("batch_failed", batch=batch.number, size=len(waiting), error=repr(exc))
@@ -551,6 +562,9 @@ class Dispatcher:
         except (AgentNotFound, AgentHoldsTickets, TicketNotFound, TicketHeld, Conflict) as exc:
             _settle(item, error=exc)
             await self._reply_by_notify(connection, item, {"ok": False, "error": str(exc)})
+        except LeadershipLost:
+            self.stats.failed_commits += 1
+            raise
         except Exception as exc:
             self.stats.failed_commits += 1
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))

@@ -4,8 +4,8 @@ Rules
 =====
 
 Rule 1: every decision about who gets, keeps or gives back a ticket is taken here. The actor
-around this module feeds it commands and facts, writes its decisions to the store, and never
-second-guesses them.
+around this module (``dispatcher/actor.py``) feeds it commands and facts, writes its decisions
+to the store, and never second-guesses them.
 
 Rule 2: no I/O. No asyncio, no SQL, no logging, no clock, no randomness: the same calls in the
 same order give the same decisions. That is what lets Hypothesis replay a whole history
@@ -40,7 +40,8 @@ arrived while their query ran.
 
 The store lags memory by one batch. To judge a sale of a ticket it no longer tracks, the core
 remembers its own recent verdicts on tickets that left memory (sold, released above the
-horizon, deleted) before it trusts the ``TicketFact``s the actor read from the store. That
+horizon, deleted) before it trusts the ``TicketFact``s the actor read from the store; the
+same memory stops a late notification from reviving a ticket just sold or deleted. That
 memory is bounded (``RECENT_DEPARTURES``), is not part of a ``Snapshot``, and is cleared by
 ``load()``, when the store has caught up.
 
@@ -56,21 +57,26 @@ Invariants
 4. Memory window: the queue holds at most ``window_size`` ids, and with a finite horizon every
    unassigned id ``<= horizon`` is queued. An id above a finite horizon must never enter the
    queue: it would jump ahead of older ids that are not loaded. Such ids (added or released)
-   are dropped from memory and stay unassigned in the store until a refill brings them.
+   are dropped from memory and stay unassigned in the store until a refill brings them. When
+   the queue would overflow, its highest ids are dropped and the horizon lowered to the
+   highest kept, so it stays a true bound.
    Holdings are kept whole, whatever the horizon.
+
+A decision is only a proposal until the actor commits it: nothing here replies to anyone.
 
 WARNING
 -------
 
-The actor's writes rely on these decisions being exact: ``Fetched.assigned`` is written as
-"assign if unassigned", ``Sold.sold`` as "sell if assigned to this agent", ``Released`` as
-"unassign if assigned to this agent". Keep those guards in sync with this file (see
-``storage/queries.sql``): they are the fence if memory and store ever disagree, and a guard
-that misses makes the actor reload.
+The actor's writes rely on these decisions being exact: ``Fetched.assigned`` is written by
+``tickets_assign_many_if_unassigned``, ``Sold.sold`` by ``tickets_sell_many_if_held``,
+``Released`` by ``tickets_release_many_if_held`` (``storage/sql/dispatch.sql``). Keep those
+guards in sync with this file: they are the fence if memory and store ever disagree, and a
+guard that misses makes the actor reload.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -238,7 +244,9 @@ class DispatchCore:
         self._queue = SortedList()
         self._horizon: int | None = None
         # ticket id -> its fate (None: deleted), for tickets that left memory by a decision
-        self._departed: dict[int, TicketFact | None] = {}
+        # An OrderedDict, not a dict: evicting the oldest must be O(1), and a plain dict's
+        # `next(iter(...))` slows down as deletions pile up at its front.
+        self._departed: OrderedDict[int, TicketFact | None] = OrderedDict()
 
     # ------------------------------------------------------------ loading
 
@@ -254,7 +262,7 @@ class DispatchCore:
             self._hold(agent_id, ids)
         self._queue = SortedList(snapshot.unassigned)
         self._horizon = snapshot.horizon
-        self._departed = {}
+        self._departed = OrderedDict()
 
     def snapshot(self) -> Snapshot:
         """Memory as a Snapshot; equal to the store's right after a load or a commit-and-reload."""
@@ -278,6 +286,11 @@ class DispatchCore:
     @property
     def queue_length(self) -> int:
         return len(self._queue)
+
+    @property
+    def held_count(self) -> int:
+        """Tickets assigned and not sold, over all agents."""
+        return len(self._owner)
 
     def knows_agent(self, agent_id: int) -> bool:
         return agent_id in self._agents
@@ -499,10 +512,10 @@ class DispatchCore:
             self._horizon = self._queue[-1]
 
     def _depart(self, ticket_id: int, fate: TicketFact | None) -> None:
-        self._departed.pop(ticket_id, None)  # re-insert: newest last
         self._departed[ticket_id] = fate
+        self._departed.move_to_end(ticket_id)  # newest last
         if len(self._departed) > RECENT_DEPARTURES:
-            del self._departed[next(iter(self._departed))]
+            self._departed.popitem(last=False)
 
     def _fate(self, ticket_id: int) -> str:
         """What a recent decision did to a ticket no longer in memory: 'sold', 'deleted', or

@@ -7,6 +7,7 @@ the exporter turns these into Prometheus series.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -23,8 +24,10 @@ class DispatcherStats:
     overloaded: int = 0
     leadership_gained: int = 0
     leadership_lost: int = 0
-    # (size, commit seconds) of recent batches, for histograms and the benchmark report.
+    # (size, commit seconds) of recent batches, for the benchmark report.
     recent_batches: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=10_000))
+    # Called with (size, commit seconds) for every committed batch, e.g. to feed histograms.
+    batch_observers: list[Callable[[int, float], None]] = field(default_factory=list)
 
     def batch_committed(self, *, size: int, assigned: int, sold: int, commit_s: float) -> None:
         self.batches += 1
@@ -32,3 +35,5 @@ class DispatcherStats:
         self.assigned += assigned
         self.sold += sold
         self.recent_batches.append((size, commit_s))
+        for observe in self.batch_observers:
+            observe(size, commit_s)

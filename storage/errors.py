@@ -56,6 +56,7 @@ def translated() -> Iterator[None]:
     except (
         asyncpg.exceptions.UniqueViolationError,
         asyncpg.exceptions.ForeignKeyViolationError,
+        asyncpg.exceptions.RestrictViolationError,
     ) as exc:
         raise Conflict(exc.detail or str(exc), constraint=exc.constraint_name) from exc
     except asyncpg.exceptions.CheckViolationError as exc:

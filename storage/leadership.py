@@ -66,16 +66,28 @@ class LeaderConnection:
         *,
         lock_key: int,
         holder: str,
+        idle_timeout_s: float,
         on_connected: Callable[[], None] | None = None,
     ) -> LeaderConnection:
         """Connect, wait as long as it takes for the lock, then claim a new epoch.
+
+        `idle_timeout_s`: the server ends the session when the leader sends nothing for this
+        long (a healthy leader heartbeats far more often). Without it a leader cut off by a
+        network partition would keep the lock — and every standby out — until TCP noticed,
+        hours later; with it the lock frees itself and a standby takes over.
 
         `on_connected` is called once the connection is up and waiting (the caller is then
         a standby). Raises DatabaseUnavailable or NotSafeForLeadership; the lock is never
         left held on failure (the connection is closed).
         """
+        idle_ms = str(max(1, int(idle_timeout_s * 1000)))
+        settings = {
+            "statement_timeout": "0",  # a standby waits inside pg_advisory_lock, unbounded
+            "idle_session_timeout": idle_ms,
+            "idle_in_transaction_session_timeout": idle_ms,
+        }
         with translated():
-            connection = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
+            connection = await asyncpg.connect(dsn, server_settings=settings)
         try:
             with translated():
                 await _check_session(connection)
@@ -206,7 +218,7 @@ class LeaderConnection:
                 _check_fence(fenced)
                 _check_count("assign", assigned, len(assignments))
                 if sales:
-                    sold = await self._connection.fetchval(
+                    sold, held_by_seller = await self._connection.fetchrow(
                         QUERIES["tickets_sell_many_if_held"],
                         self.epoch,
                         batch,
@@ -214,6 +226,7 @@ class LeaderConnection:
                         [agent for _, agent in sales],
                     )
                     _check_count("sell", sold, len(sales))
+                    _check_count("sell to the holder", held_by_seller, len(sales))
 
     async def release(self, batch: int, agent_id: int, ticket_ids: Sequence[int]) -> None:
         with translated():

@@ -61,7 +61,7 @@ async def database_url(template_ready: str) -> AsyncIterator[str]:
     name = f"ts_{uuid.uuid4().hex[:16]}"
     server = await asyncpg.connect(template_ready)
     try:
-        await server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+        await server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY WAL_LOG")
     finally:
         await server.close()
     yield _with_database(template_ready, name)
@@ -95,5 +95,9 @@ def make(db: asyncpg.Connection) -> Factory:
 @pytest.fixture
 async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
     from web.app import create_app
+    from web.keys import DISPATCHER
 
-    return await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings))
+    # Fetch and sell answer 503 until the dispatcher leads; tests start from a leading server.
+    await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), 30)
+    return client

@@ -2,6 +2,10 @@
 
 Resources are opened and closed in `cleanup_ctx` generators, in order: the database (started
 embedded when no DATABASE_URL is given, then migrated), then what depends on it.
+
+With `metrics_port` set, /healthz, /readyz and /metrics move to a listener of their own on that
+port, started first and stopped last: liveness answers while migrations run, and readiness
+reports a shutdown until the end.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from config.settings import Settings
 from dispatcher.actor import Dispatcher, DispatcherOptions
@@ -20,7 +25,19 @@ from storage.database import Database
 from storage.migrate import migrate
 from web.auth import Authenticator
 from web.errors import error_middleware
-from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, LOGIN_THROTTLE, PASSWORDS, SETTINGS
+from web.handlers.health import OPS_TAG
+from web.keys import (
+    AUTHENTICATOR,
+    DATABASE,
+    DISPATCHER,
+    LOGIN_THROTTLE,
+    MAIN_APP,
+    METRICS,
+    OPS_RUNNER,
+    PASSWORDS,
+    SETTINGS,
+)
+from web.metrics import Metrics
 from web.middleware import request_context_middleware
 from web.passwords import PasswordHasher
 from web.ratelimit import LoginThrottle
@@ -85,18 +102,45 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(
         app[DATABASE].dsn, identity=identity, options=dispatcher_options(settings)
     )
+    app[METRICS].watch(dispatcher.stats)
     await dispatcher.start()
     app[DISPATCHER] = dispatcher
     yield
     await dispatcher.stop()
 
 
+async def _ops_listener(app: web.Application) -> AsyncIterator[None]:
+    """Serve the operations routes on `metrics_port` (same host) with their own runner."""
+    settings = app[SETTINGS]
+    ops = web.Application(middlewares=_middlewares(app[METRICS]))
+    ops[MAIN_APP] = app
+    add_operations(ops, [operation for operation in OPERATIONS if operation.tag == OPS_TAG])
+    runner = web.AppRunner(ops, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    app[OPS_RUNNER] = runner
+    yield
+    await runner.cleanup()
+
+
+def _middlewares(metrics: Metrics) -> list[Middleware]:
+    # Metrics outside error_middleware: it counts rendered errors with their final status.
+    return [request_context_middleware, metrics.middleware(), error_middleware]
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        middlewares=[request_context_middleware, error_middleware],
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    metrics = Metrics(dispatcher=lambda: app.get(DISPATCHER))
+    app.middlewares.extend(_middlewares(metrics))
     app[SETTINGS] = settings
+    app[METRICS] = metrics
+    separate_ops = settings.metrics_port is not None
+    if separate_ops:
+        app.cleanup_ctx.append(_ops_listener)
     app.cleanup_ctx.extend([_database, _security, _dispatcher])
-    add_operations(app, OPERATIONS)
+    add_operations(app, [op for op in OPERATIONS if not (separate_ops and op.tag == OPS_TAG)])
     return app

@@ -154,16 +154,21 @@ _HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {
 }
 
 
+# Headers of aiohttp's own answers that carry meaning: a 405 must say what is allowed.
+_KEPT_HEADERS = ("Allow", "Retry-After")
+
+
 def from_http_exception(exc: web.HTTPException) -> ApiError:
+    headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
     kind = _HTTP_EXCEPTIONS.get(exc.status)
     if kind is None:
-        error = ApiError(exc.reason)
+        error = ApiError(exc.reason, headers=headers)
         error.status = exc.status  # type: ignore[misc]
         return error
     detail = None
     if exc.status == 413:
         detail = "The request body is larger than the limit of 1 MiB."
-    return kind(detail)
+    return kind(detail, headers=headers)
 
 
 @web.middleware

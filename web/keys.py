@@ -8,6 +8,7 @@ from config.settings import Settings
 from dispatcher.actor import Dispatcher
 from storage.database import Database
 from web.auth import Authenticator
+from web.metrics import Metrics
 from web.passwords import PasswordHasher
 from web.ratelimit import LoginThrottle
 
@@ -17,3 +18,7 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 PASSWORDS = web.AppKey("passwords", PasswordHasher)
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+METRICS = web.AppKey("metrics", Metrics)
+# The operations listener (metrics_port set): its runner, and on its app the app it reports on.
+OPS_RUNNER = web.AppKey("ops_runner", web.AppRunner)
+MAIN_APP = web.AppKey("main_app", web.Application)

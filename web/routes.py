@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from web.handlers import auth, dispatch, docs
+from web.handlers import agents, auth, dispatch, docs, health, tickets, users
 from web.routing import Operation
 
 # dispatch comes before the tickets' `{id}` routes, whose pattern would also match its paths.
-OPERATIONS: list[Operation] = [*auth.OPERATIONS, *dispatch.OPERATIONS, *docs.OPERATIONS]
+OPERATIONS: list[Operation] = [
+    *auth.OPERATIONS,
+    *dispatch.OPERATIONS,
+    *docs.OPERATIONS,
+    *users.OPERATIONS,
+    *agents.OPERATIONS,
+    *tickets.OPERATIONS,
+    *health.OPERATIONS,
+]

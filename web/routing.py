@@ -6,7 +6,9 @@ document is generated from the same models the handlers validate with.
 
 from __future__ import annotations
 
+import decimal
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,9 +47,17 @@ class Operation:
     description: str = ""
 
 
+# A bare `{name}` path segment; one with its own pattern (`{name:regex}`) is left alone.
+_BARE_PARAMETER = re.compile(r"\{(\w+)\}")
+
+
 def add_operations(app: web.Application, operations: list[Operation]) -> None:
+    """Register each operation. A bare `{name}` segment is an id and matches digits only,
+    as the OpenAPI document says: `/api/tickets/fetch_tickets/` is then never mistaken for
+    ticket "fetch_tickets", so a wrong method there is a 405 (with Allow), not a 404."""
     for operation in operations:
-        app.router.add_route(operation.method, operation.path, operation.handler)
+        path = _BARE_PARAMETER.sub(r"{\1:\\d+}", operation.path)
+        app.router.add_route(operation.method, path, operation.handler)
 
 
 async def principal(request: web.Request) -> Principal:
@@ -68,6 +78,21 @@ def _adapter(kind: Any) -> pydantic.TypeAdapter[Any]:
     return adapter
 
 
+def _json_number(literal: str) -> int | float:
+    """A JSON number with a fraction or exponent: an int when its value is whole.
+
+    JSON has one number type and JSON Schema's `integer` is any whole number, so `42.0` and
+    `4.2e1` are the integer 42 (strict models would otherwise refuse them as floats).
+    """
+    number = decimal.Decimal(literal)
+    if number.is_zero():
+        return 0
+    # The exponent bound keeps `1e999999999` from becoming an enormous int.
+    if number.is_finite() and abs(number.adjusted()) <= 40 and number == number.to_integral_value():
+        return int(number)
+    return float(literal)
+
+
 async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
     """The JSON body validated as `kind`; 400/413/415 with a clear detail otherwise."""
     content_type = request.content_type
@@ -81,7 +106,7 @@ async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_float=_json_number)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
     try:

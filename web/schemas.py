@@ -126,6 +126,23 @@ def _no_nul(text: str) -> str:
     return text
 
 
+def _omittable_schema(schema: dict[str, Any]) -> None:
+    # Document the field as its type alone: no null branch, no null default.
+    schema.pop("default", None)
+    branches = [branch for branch in schema.pop("anyOf", []) if branch != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+
+
+def omittable() -> Any:
+    """A field that may be left out but, when sent, may not be null (StrictRequest refuses
+    it): typed `X | None` for clean validation errors, documented as plain `X`, so clients
+    and fuzzers are never told that null is allowed."""
+    return Field(default=None, json_schema_extra=_omittable_schema)
+
+
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 # Keep in sync with the CHECK constraints in storage/migrations/0001_initial.sql, so the
 # database never has to refuse what validation let through.
@@ -148,17 +165,17 @@ class UserReplace(StrictRequest):
     email: Email
     is_staff: bool
     is_active: bool
-    password: Password | None = None
+    password: Password | None = omittable()
 
 
 class UserUpdate(StrictRequest):
     """PATCH: only the fields sent change."""
 
-    username: Username | None = None
-    email: Email | None = None
-    is_staff: bool | None = None
-    is_active: bool | None = None
-    password: Password | None = None
+    username: Username | None = omittable()
+    email: Email | None = omittable()
+    is_staff: bool | None = omittable()
+    is_active: bool | None = omittable()
+    password: Password | None = omittable()
 
 
 class AgentCreate(StrictRequest):
@@ -177,8 +194,8 @@ class AgentReplace(StrictRequest):
 class AgentUpdate(StrictRequest):
     """PATCH: only the fields sent change."""
 
-    capacity: Capacity | None = None
-    is_active: bool | None = None
+    capacity: Capacity | None = omittable()
+    is_active: bool | None = omittable()
 
 
 class Agent(Response):
@@ -209,8 +226,8 @@ class TicketReplace(StrictRequest):
 class TicketUpdate(StrictRequest):
     """PATCH: only the fields sent change. `status` and `agent` belong to the dispatcher."""
 
-    title: Title | None = None
-    description: Description | None = None
+    title: Title | None = omittable()
+    description: Description | None = omittable()
 
 
 class TicketQuery(PageQuery):

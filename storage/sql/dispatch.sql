@@ -17,7 +17,8 @@ SELECT epoch, holder, holder_pid, since, last_batch FROM dispatcher_leadership
 -- The backend holding the dispatcher's advisory lock, if any, and where it connects from.
 SELECT l.pid, a.client_addr::text AS client_addr, a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
 
 -- dispatcher_agents_all --
@@ -65,18 +66,23 @@ WITH fence AS (
 SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM assigned) AS assigned
 
 -- tickets_sell_many_if_held --
--- Commit a batch's sales (after its assignments, so a ticket may be both) and log them.
+-- Commit a batch's sales (after its assignments, so a ticket may be both) and log them;
+-- returns rows sold and how many of them were held by the agent the batch says. The update
+-- finds rows by primary key only: joining the (ticket, agent) pairs inside the UPDATE let
+-- the planner pick a nested loop over every held ticket on stale statistics (quadratic).
+-- A sale to the wrong agent cannot commit: the caller rolls back unless both counts match.
 WITH sold AS (
-    UPDATE tickets AS t
+    UPDATE tickets
     SET status = 'sold', sold_at = now()
-    FROM unnest($3::bigint[], $4::bigint[]) AS d(ticket_id, agent_id)
-    WHERE t.id = d.ticket_id AND t.agent_id = d.agent_id AND t.status = 'assigned'
-    RETURNING t.id, t.agent_id
+    WHERE id = ANY($3::bigint[]) AND status = 'assigned'
+    RETURNING id, agent_id
 ), logged AS (
     INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
     SELECT id, 'sold', agent_id, $1, $2 FROM sold
 )
-SELECT count(*) FROM sold
+SELECT count(*) AS sold, count(*) FILTER (WHERE d.agent_id = s.agent_id) AS held_by_seller
+FROM sold AS s JOIN unnest($3::bigint[], $4::bigint[]) AS d(ticket_id, agent_id)
+    ON d.ticket_id = s.id
 
 -- tickets_release_many_if_held --
 -- Give an agent's tickets back to the queue and log it; returns rows released.

@@ -1,0 +1,36 @@
+-- Users as the CRUD API sees them (users_insert, used on creation too, is in auth.sql).
+-- A user's password hash never leaves storage through these queries.
+
+-- users_by_id --
+-- One user, with its agent's id (null when it has none).
+SELECT u.id, u.username, u.email, u.is_staff, u.is_active, u.date_joined, a.id AS agent_id
+FROM users u
+LEFT JOIN agents a ON a.user_id = u.id
+WHERE u.id = $1
+
+-- users_count --
+-- How many users there are, for a page's count.
+SELECT count(*) FROM users
+
+-- users_page --
+-- One page of users in id order ($1 limit, $2 offset).
+SELECT id, username, email, is_staff, is_active, date_joined
+FROM users
+ORDER BY id
+LIMIT $1 OFFSET $2
+
+-- users_update --
+-- Change the fields given (a null keeps the value); no row when the user is gone.
+-- Conflict when the new username is taken.
+UPDATE users
+SET username = coalesce($2, username),
+    email = coalesce($3, email),
+    password_hash = coalesce($4, password_hash),
+    is_staff = coalesce($5, is_staff),
+    is_active = coalesce($6, is_active)
+WHERE id = $1
+RETURNING id, username, email, is_staff, is_active, date_joined
+
+-- users_delete --
+-- Delete a user and, by cascade, its tokens; Conflict while an agent row still refers to it.
+DELETE FROM users WHERE id = $1 RETURNING id

@@ -1,0 +1,268 @@
+"""Users CRUD: what is stored and answered, pagination, and passwords (argon2id, never shown)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import structlog
+
+from tests.support.factories import PASSWORD, password_hash
+from web.app import create_app
+from web.keys import DISPATCHER
+
+USER_FIELDS = {"id", "username", "email", "is_staff", "is_active", "date_joined"}
+ARGON2ID = "$argon2id$v=19$m=19456,t=2,p=1$"
+NEW_PASSWORD = "a brand new passphrase"
+
+
+@pytest.fixture
+def serve(settings, aiohttp_client):
+    """Start the app once the test has arranged its data, so the dispatcher's first snapshot
+    holds it (tickets inserted later reach it by NOTIFY, a moment later), and wait until the
+    dispatcher leads: until then it answers 503. (Depending on `settings` first makes the
+    app stop before its database is dropped.)"""
+
+    async def start():
+        client = await aiohttp_client(create_app(settings))
+        await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), 10)
+        return client
+
+    return start
+
+
+async def _login(client, username: str, password: str) -> int:
+    response = await client.post(
+        "/api/auth-token/", json={"username": username, "password": password}
+    )
+    return response.status
+
+
+async def test_create_user_stores_argon2id_and_never_shows_or_logs_the_password(client, make, db):
+    admin = await make.admin()
+    with structlog.testing.capture_logs() as logs:
+        response = await client.post(
+            "/api/users/",
+            json={"username": "carol", "password": NEW_PASSWORD, "email": "carol@example.com"},
+            headers=admin.headers,
+        )
+        text = await response.text()
+        assert response.status == 201, text
+        assert await _login(client, "carol", NEW_PASSWORD) == 200
+    user = await response.json()
+    assert set(user) == USER_FIELDS
+    assert user["username"] == "carol"
+    assert user["email"] == "carol@example.com"
+    assert (user["is_staff"], user["is_active"]) == (False, True)
+    assert NEW_PASSWORD not in text and "argon2" not in text
+    assert NEW_PASSWORD not in repr(logs)
+    assert any(entry["event"] == "user_created" for entry in logs)
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", user["id"])
+    assert stored.startswith(ARGON2ID)
+
+
+async def test_create_staff_user(client, make, db):
+    admin = await make.admin()
+    response = await client.post(
+        "/api/users/",
+        json={"username": "dora", "password": NEW_PASSWORD, "is_staff": True},
+        headers=admin.headers,
+    )
+    assert response.status == 201
+    body = await response.json()
+    assert body["is_staff"] is True and body["email"] == ""
+    assert await db.fetchval("SELECT is_staff FROM users WHERE username = 'dora'") is True
+
+
+async def test_duplicate_username_is_a_conflict_on_create_and_on_rename(client, make, db):
+    admin = await make.admin()
+    taken = await make.user(username="taken")
+    other = await make.user(username="other")
+    create = await client.post(
+        "/api/users/", json={"username": "taken", "password": NEW_PASSWORD}, headers=admin.headers
+    )
+    assert create.status == 409
+    assert (await create.json())["error"] == "conflict"
+    rename = await client.patch(
+        f"/api/users/{other.user_id}/", json={"username": "taken"}, headers=admin.headers
+    )
+    assert rename.status == 409
+    names = await db.fetch(
+        "SELECT id, username FROM users WHERE id = ANY($1::bigint[])",
+        [taken.user_id, other.user_id],
+    )
+    assert {row["username"] for row in names} == {"taken", "other"}
+
+
+async def test_list_pages_in_id_order_with_default_and_maximum_limits(client, make, db):
+    agent = await make.agent()
+    await db.execute(
+        "INSERT INTO users (username, password_hash)"
+        " SELECT 'bulk' || n, $1 FROM generate_series(1, 249) AS n",
+        password_hash(),
+    )
+    ids = [row["id"] for row in await db.fetch("SELECT id FROM users ORDER BY id")]
+    assert len(ids) == 250
+
+    first = await (await client.get("/api/users/", headers=agent.headers)).json()
+    assert first["count"] == 250
+    assert [user["id"] for user in first["results"]] == ids[:50]
+    assert first["previous"] is None
+    assert first["next"].endswith("/api/users/?limit=50&offset=50")
+
+    biggest = await (await client.get("/api/users/?limit=200", headers=agent.headers)).json()
+    assert [user["id"] for user in biggest["results"]] == ids[:200]
+    assert all(set(user) == USER_FIELDS for user in biggest["results"])
+
+    last = await client.get("/api/users/?limit=200&offset=200", headers=agent.headers)
+    last_page = await last.json()
+    assert [user["id"] for user in last_page["results"]] == ids[200:]
+    assert last_page["next"] is None
+    assert last_page["previous"].endswith("/api/users/?limit=200&offset=0")
+
+    middle = await (await client.get("/api/users/?limit=3&offset=4", headers=agent.headers)).json()
+    assert [user["id"] for user in middle["results"]] == ids[4:7]
+    assert middle["previous"].endswith("limit=3&offset=1")
+    assert middle["next"].endswith("limit=3&offset=7")
+
+    beyond = await (await client.get("/api/users/?offset=1000", headers=agent.headers)).json()
+    assert beyond["results"] == [] and beyond["count"] == 250
+
+    too_many = await client.get("/api/users/?limit=201", headers=agent.headers)
+    assert too_many.status == 400
+
+
+async def test_a_user_reads_itself_and_bearer_works_too(client, make):
+    user = await make.user(username="erin")
+    response = await client.get(
+        f"/api/users/{user.user_id}/", headers={"Authorization": f"Bearer {user.token}"}
+    )
+    assert response.status == 200
+    body = await response.json()
+    assert set(body) == USER_FIELDS
+    assert (body["id"], body["username"], body["email"]) == (
+        user.user_id,
+        "erin",
+        "erin@example.com",
+    )
+
+
+async def test_a_user_changes_its_own_email_and_password(client, make, db):
+    user = await make.user(username="fay")
+    response = await client.patch(
+        f"/api/users/{user.user_id}/",
+        json={"email": "fay@new.example", "password": NEW_PASSWORD},
+        headers=user.headers,
+    )
+    assert response.status == 200, await response.text()
+    assert (await response.json())["email"] == "fay@new.example"
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", user.user_id)
+    assert stored.startswith(ARGON2ID) and stored != password_hash()
+    assert await _login(client, "fay", NEW_PASSWORD) == 200
+    assert await _login(client, "fay", PASSWORD) == 400
+
+
+async def test_a_user_puts_its_own_record_back_with_a_new_email(client, make, db):
+    user = await make.user(username="gus")
+    response = await client.put(
+        f"/api/users/{user.user_id}/",
+        json={"username": "gus", "email": "gus@new.example", "is_staff": False, "is_active": True},
+        headers=user.headers,
+    )
+    assert response.status == 200, await response.text()
+    row = await db.fetchrow("SELECT email, password_hash FROM users WHERE id = $1", user.user_id)
+    assert row["email"] == "gus@new.example"
+    # PUT without a password keeps the one there is.
+    assert row["password_hash"] == password_hash()
+
+
+async def test_self_promotion_is_refused_and_changes_nothing(client, make, db):
+    user = await make.user(username="hal")
+    before = await db.fetchrow("SELECT * FROM users WHERE id = $1", user.user_id)
+    response = await client.patch(
+        f"/api/users/{user.user_id}/",
+        json={"email": "hal@new.example", "is_staff": True},
+        headers=user.headers,
+    )
+    assert response.status == 403
+    assert "is_staff" in (await response.json())["detail"]
+    assert await db.fetchrow("SELECT * FROM users WHERE id = $1", user.user_id) == before
+
+
+async def test_admin_changes_any_field_and_a_deactivated_user_is_locked_out(client, make, db):
+    admin = await make.admin()
+    user = await make.user(username="ivy")
+    response = await client.patch(
+        f"/api/users/{user.user_id}/",
+        json={"username": "ivy2", "is_staff": True, "is_active": False},
+        headers=admin.headers,
+    )
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert (body["username"], body["is_staff"], body["is_active"]) == ("ivy2", True, False)
+    row = await db.fetchrow(
+        "SELECT username, is_staff, is_active FROM users WHERE id = $1", user.user_id
+    )
+    assert tuple(row) == ("ivy2", True, False)
+    assert (await client.get(f"/api/users/{user.user_id}/", headers=user.headers)).status == 401
+
+    replaced = await client.put(
+        f"/api/users/{user.user_id}/",
+        json={
+            "username": "ivy",
+            "email": "",
+            "is_staff": False,
+            "is_active": True,
+            "password": NEW_PASSWORD,
+        },
+        headers=admin.headers,
+    )
+    assert replaced.status == 200
+    assert await _login(client, "ivy", NEW_PASSWORD) == 200
+
+
+async def test_delete_a_user_takes_its_tokens(client, make, db):
+    admin = await make.admin()
+    user = await make.user()
+    response = await client.delete(f"/api/users/{user.user_id}/", headers=admin.headers)
+    assert response.status == 204
+    assert await response.read() == b""
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", user.user_id) == 0
+    assert (
+        await db.fetchval("SELECT count(*) FROM api_tokens WHERE user_id = $1", user.user_id) == 0
+    )
+    again = await client.delete(f"/api/users/{user.user_id}/", headers=admin.headers)
+    assert again.status == 404
+
+
+async def test_delete_a_user_with_an_idle_agent_deletes_the_agent_through_the_dispatcher(
+    serve, make, db
+):
+    admin = await make.admin()
+    agent = await make.agent()
+    client = await serve()
+    response = await client.delete(f"/api/users/{agent.user_id}/", headers=admin.headers)
+    assert response.status == 204, await response.text()
+    assert await db.fetchval("SELECT count(*) FROM agents WHERE id = $1", agent.agent_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", agent.user_id) == 0
+
+
+async def test_a_user_whose_agent_holds_or_sold_tickets_cannot_be_deleted(serve, make, db):
+    admin = await make.admin()
+    holder = await make.agent(capacity=1)
+    seller = await make.agent(capacity=1)
+    await make.tickets(2)
+    client = await serve()
+    dispatcher = client.app[DISPATCHER]
+    await dispatcher.fetch(holder.agent_id)
+    [sold] = await dispatcher.fetch(seller.agent_id)
+    await dispatcher.sell(seller.agent_id, [sold["id"]])
+    before = await db.fetch("SELECT * FROM users ORDER BY id")
+
+    holds = await client.delete(f"/api/users/{holder.user_id}/", headers=admin.headers)
+    assert holds.status == 409
+    sold_some = await client.delete(f"/api/users/{seller.user_id}/", headers=admin.headers)
+    assert sold_some.status == 409
+    assert "deactivate" in (await sold_some.json())["detail"]
+    assert await db.fetch("SELECT * FROM users ORDER BY id") == before
+    assert await db.fetchval("SELECT count(*) FROM agents") == 2

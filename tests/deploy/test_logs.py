@@ -1,0 +1,92 @@
+"""What `tickets serve` writes: one JSON object per line on stdout when stdout is not a
+terminal (LOG_FORMAT unset), with an access line per request; no secret ever appears."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.deploy.conftest import START_TIMEOUT_S, Started, serve
+from tests.support.factories import PASSWORD, Factory
+from tests.support.servers import FETCH, Server
+
+LOGIN = "/api/auth-token/"
+WRONG_PASSWORD = "not-the-password-but-still-secret"
+
+
+async def call(
+    http: aiohttp.ClientSession, server: Server, path: str, **kwargs: object
+) -> tuple[int, dict[str, str], object]:
+    async with http.post(server.url + path, **kwargs) as response:  # type: ignore[arg-type]
+        return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+@pytest.mark.slow
+async def test_logs_are_json_lines_with_request_context_and_no_secrets(
+    started: Started, tmp_path: Path, database_url: str, make: Factory
+) -> None:
+    agent = await make.agent(username="logged")
+    server = serve(started, tmp_path, database_url, "s1")  # LOG_FORMAT unset: stdout is a file
+    async with aiohttp.ClientSession() as http:
+        await server.wait_ready(http, agent.headers, want="leader", timeout_s=START_TIMEOUT_S)
+
+        status, _, body = await call(
+            http, server, LOGIN, json={"username": "logged", "password": PASSWORD}
+        )
+        assert status == 200, body
+        assert isinstance(body, dict)
+        token = str(body["token"])
+        wrong_status, _, _ = await call(
+            http, server, LOGIN, json={"username": "logged", "password": WRONG_PASSWORD}
+        )
+        assert wrong_status in (400, 401)
+        status, _, _ = await call(
+            http, server, LOGIN, json={"username": "logged", "password": "x" * 129}
+        )  # refused by validation: the error must not be logged with its input
+        assert status == 400
+
+        offered = {"Authorization": f"Token {token}", "X-Request-ID": "deploy-test-42"}
+        status, headers, _ = await call(http, server, FETCH, headers=offered)
+        assert status == 200
+        assert headers["X-Request-ID"] == "deploy-test-42"
+        status, headers, _ = await call(
+            http, server, FETCH, headers={**agent.headers, "X-Request-ID": "has spaces; and more"}
+        )
+        assert status == 200
+        generated = headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+
+    server.send(signal.SIGTERM)
+    assert await server.wait_exit(timeout_s=15) == 0, server.stderr_tail()
+
+    stdout = server.log_path.read_text()
+    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]  # all JSON
+    assert all(isinstance(line, dict) for line in lines)
+    assert all({"event", "level", "timestamp"} <= line.keys() for line in lines)
+
+    (fetched,) = [e for e in lines if e.get("request_id") == "deploy-test-42"]
+    assert fetched["event"] == "request"
+    assert fetched["level"] == "info"
+    assert fetched["method"] == "POST"
+    assert fetched["route"] == FETCH
+    assert fetched["status"] == 200
+    assert isinstance(fetched["duration_ms"], int | float) and fetched["duration_ms"] >= 0
+    assert fetched["user_id"] == agent.user_id
+    (replaced,) = [e for e in lines if e.get("request_id") == generated]
+    assert replaced["user_id"] == agent.user_id
+    logins = [e for e in lines if e.get("event") == "request" and e.get("route") == LOGIN]
+    assert sorted(e["status"] for e in logins) == sorted([200, wrong_status, 400])
+
+    (gained,) = [e for e in lines if e["event"] == "leadership_gained"]
+    assert gained["level"] == "info"
+    assert gained["epoch"] == 1
+    assert gained["identity"].endswith(f":{server.pid}:{server.port}")
+
+    everything = stdout + server.stderr_path.read_text()
+    for secret in [PASSWORD, WRONG_PASSWORD, "x" * 129, token, agent.token]:
+        assert secret not in everything

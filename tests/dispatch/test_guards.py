@@ -1,0 +1,60 @@
+"""The second fence: guarded, epoch-fenced writes refuse what memory got wrong.
+
+These drive storage/leadership.py directly with decisions the state machine would never
+make, and check that nothing of such a batch is written.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.leadership import Diverged, Fenced, LeaderConnection
+
+LOCK_KEY = 4242
+
+
+@pytest.fixture
+async def leader(database_url):
+    connection = await LeaderConnection.acquire(
+        database_url, lock_key=LOCK_KEY, holder="test", idle_timeout_s=30
+    )
+    yield connection
+    await connection.close()
+
+
+async def _state(db) -> list[tuple]:
+    rows = await db.fetch("SELECT id, status, agent_id FROM tickets ORDER BY id")
+    events = await db.fetchval("SELECT count(*) FROM ticket_events")
+    return [tuple(r) for r in rows] + [("events", events)]
+
+
+async def test_assigning_a_ticket_someone_holds_rolls_the_whole_batch_back(leader, make, db):
+    one, two = await make.agent(), await make.agent()
+    first, second = await make.tickets(2)
+    await leader.commit_batch(1, [(first, one.agent_id)], [])
+    before = await _state(db)
+    with pytest.raises(Diverged):
+        await leader.commit_batch(2, [(second, two.agent_id), (first, two.agent_id)], [])
+    assert await _state(db) == before
+
+
+async def test_selling_for_the_wrong_agent_rolls_the_whole_batch_back(leader, make, db):
+    one, two = await make.agent(), await make.agent()
+    first, second = await make.tickets(2)
+    await leader.commit_batch(1, [(first, one.agent_id), (second, two.agent_id)], [])
+    before = await _state(db)
+    with pytest.raises(Diverged):
+        await leader.commit_batch(2, [], [(second, two.agent_id), (first, two.agent_id)])
+    assert await _state(db) == before
+
+
+async def test_a_stale_epoch_writes_nothing(leader, make, db):
+    agent = await make.agent()
+    (ticket,) = await make.tickets(1)
+    await db.execute("UPDATE dispatcher_leadership SET epoch = epoch + 1")
+    before = await _state(db)
+    with pytest.raises(Fenced):
+        await leader.commit_batch(1, [(ticket, agent.agent_id)], [])
+    with pytest.raises(Fenced):
+        await leader.release(2, agent.agent_id, [ticket])
+    assert await _state(db) == before

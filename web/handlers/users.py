@@ -1,0 +1,201 @@
+"""Users: admins manage everyone; every user may read itself and change its own email and password.
+
+Who gets which refusal (the same rule in users.py, agents.py and tickets.py):
+
+* 401: no valid token.
+* 404: the caller may not see the object at all, so it is answered as if it did not exist.
+  Plain users (no agent, or a deactivated one) see only themselves.
+* 403: the caller can see the object but may not do this to it. Active agents may list every
+  user, so another user's record is 403 to them, not 404; and a user may not delete itself nor
+  change its own username, is_staff or is_active.
+
+A field sent with the value it already has is not a change: a user may PUT its own record
+back with only the email or password different. Passwords are hashed with argon2id off the
+event loop, and are never returned or logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from storage.errors import Conflict as StorageConflict
+from web.auth import Principal, require_admin, require_admin_or_agent
+from web.errors import Conflict, NotFound, PermissionDenied
+from web.handlers.agents import delete_agent_through_dispatcher
+from web.keys import DATABASE, PASSWORDS
+from web.pagination import page
+from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
+from web.schemas import Page, PageQuery, User, UserCreate, UserReplace, UserUpdate
+
+log = structlog.get_logger(__name__)
+
+# What a user may change on its own record; everything else is for admins.
+SELF_EDITABLE = frozenset({"email", "password"})
+_USERNAME_TAKEN = "A user with that username already exists."
+
+
+async def create_user(request: web.Request) -> web.Response:
+    caller = await principal(request)
+    require_admin(caller)
+    body = await parse_body(request, UserCreate)
+    password_hash = await request.app[PASSWORDS].hash(body.password)
+    try:
+        row = await request.app[DATABASE].fetchrow(
+            "users_insert", body.username, body.email, password_hash, body.is_staff
+        )
+    except StorageConflict:
+        raise Conflict(_USERNAME_TAKEN) from None
+    assert row is not None
+    log.info("user_created", user_id=row["id"], is_staff=row["is_staff"], by=caller.user_id)
+    return json_response(User.model_validate(row), status=201)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    caller = await principal(request)
+    require_admin_or_agent(caller)
+    query = parse_query(request, PageQuery)
+    database = request.app[DATABASE]
+    count = await database.fetchval("users_count")
+    rows = await database.fetch("users_page", query.limit, query.offset)
+    return json_response(page(request, query, count, [User.model_validate(row) for row in rows]))
+
+
+async def _visible_user(request: web.Request, caller: Principal) -> dict[str, Any]:
+    """The user in the path, if the caller may see it (404 otherwise) and act on it (403)."""
+    user_id = path_id(request)
+    if not (caller.is_admin or caller.is_agent or user_id == caller.user_id):
+        raise NotFound()
+    row = await request.app[DATABASE].fetchrow("users_by_id", user_id)
+    if row is None:
+        raise NotFound()
+    if not (caller.is_admin or user_id == caller.user_id):
+        raise PermissionDenied("Only admins may read or change other users.")
+    return row
+
+
+async def read_user(request: web.Request) -> web.Response:
+    row = await _visible_user(request, await principal(request))
+    return json_response(User.model_validate(row))
+
+
+async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate]) -> web.Response:
+    caller = await principal(request)
+    current = await _visible_user(request, caller)
+    body = await parse_body(request, kind)
+    changes = body.model_dump(exclude_unset=True)
+    if not caller.is_admin:
+        refused = sorted(
+            name
+            for name, value in changes.items()
+            if name not in SELF_EDITABLE and value != current[name]
+        )
+        if refused:
+            raise PermissionDenied(
+                f"Only admins may change {', '.join(refused)}; "
+                "you may change your own email and password."
+            )
+        changes = {name: value for name, value in changes.items() if name in SELF_EDITABLE}
+    password = changes.get("password")
+    password_hash = await request.app[PASSWORDS].hash(password) if password is not None else None
+    try:
+        row = await request.app[DATABASE].fetchrow(
+            "users_update",
+            current["id"],
+            changes.get("username"),
+            changes.get("email"),
+            password_hash,
+            changes.get("is_staff"),
+            changes.get("is_active"),
+        )
+    except StorageConflict:
+        raise Conflict(_USERNAME_TAKEN) from None
+    if row is None:
+        raise NotFound()
+    # Field names only: values (a password above all) stay out of the logs.
+    log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
+    return json_response(User.model_validate(row))
+
+
+async def replace_user(request: web.Request) -> web.Response:
+    return await _update_user(request, UserReplace)
+
+
+async def update_user(request: web.Request) -> web.Response:
+    return await _update_user(request, UserUpdate)
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    """An agent's user loses its agent first, through the dispatcher (409 while it holds or
+    has sold tickets); the user's tokens go with it."""
+    caller = await principal(request)
+    row = await _visible_user(request, caller)
+    if not caller.is_admin:
+        raise PermissionDenied("Only admins may delete users.")
+    if row["agent_id"] is not None:
+        await delete_agent_through_dispatcher(request, row["agent_id"])
+    if await request.app[DATABASE].fetchval("users_delete", row["id"]) is None:
+        raise NotFound()
+    log.info("user_deleted", user_id=row["id"], agent_id=row["agent_id"], by=caller.user_id)
+    return web.Response(status=204)
+
+
+_USER = "/api/users/{id}/"
+
+OPERATIONS = [
+    Operation(
+        "POST",
+        "/api/users/",
+        create_user,
+        summary="Create a user (admins)",
+        tag="users",
+        body=UserCreate,
+        responses={201: User},
+    ),
+    Operation(
+        "GET",
+        "/api/users/",
+        list_users,
+        summary="List users in id order (admins and agents)",
+        tag="users",
+        query=PageQuery,
+        responses={200: Page[User]},
+    ),
+    Operation(
+        "GET",
+        _USER,
+        read_user,
+        summary="Read a user (admins, or the user itself)",
+        tag="users",
+        responses={200: User},
+    ),
+    Operation(
+        "PUT",
+        _USER,
+        replace_user,
+        summary="Replace a user's fields (admins; a user may change its own email and password)",
+        tag="users",
+        body=UserReplace,
+        responses={200: User},
+    ),
+    Operation(
+        "PATCH",
+        _USER,
+        update_user,
+        summary="Change some of a user's fields (admins; a user its own email and password)",
+        tag="users",
+        body=UserUpdate,
+        responses={200: User},
+    ),
+    Operation(
+        "DELETE",
+        _USER,
+        delete_user,
+        summary="Delete a user, and its agent if it has one (admins)",
+        description="409 while its agent holds or has sold tickets: deactivate the agent instead.",
+        tag="users",
+        responses={204: None},
+    ),
+]
