@@ -232,3 +232,7 @@ class TicketUpdate(StrictRequest):
 
 class TicketQuery(PageQuery):
     status: TicketStatus | None = None
+
+
+class ReleaseResponse(Response):
+    released: list[int]

@@ -86,6 +86,7 @@ MATRIX: list[tuple[str, str, str | None, tuple[int, ...]]] = [
     ("PATCH",  "/api/agents/{owner_agent}/",   "deactivate",  (401, 401, 404, 403, 403, 404, 200)),
     ("DELETE", "/api/agents/{owner_agent}/",   None,          (401, 401, 404, 403, 403, 404, 409)),
     ("DELETE", "/api/agents/{other_agent}/",   None,          (401, 401, 404, 403, 403, 404, 204)),
+    ("POST",   "/api/agents/{owner_agent}/release/", None,    (401, 401, 404, 403, 403, 404, 200)),
     ("POST",   "/api/tickets/",                "one ticket",  (401, 401, 403, 403, 403, 403, 201)),
     ("POST",   "/api/tickets/",                "two tickets", (401, 401, 403, 403, 403, 403, 201)),
     ("GET",    "/api/tickets/",                None,          (401, 401, 200, 200, 200, 200, 200)),

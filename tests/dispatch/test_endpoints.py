@@ -106,3 +106,36 @@ async def test_tickets_inserted_by_plain_sql_reach_the_queue(leading_client, mak
 
         await asyncio.sleep(0.01)
     assert [t["id"] for t in await fetch(leading_client, agent)] == ids
+
+
+async def test_released_tickets_go_out_again_before_newer_ones(leading_client, make, db):
+    ids = await make.tickets(6)
+    admin = await make.admin()
+    first, second = await make.agent(capacity=2), await make.agent(capacity=2)
+    assert [t["id"] for t in await fetch(leading_client, first)] == ids[:2]
+    assert [t["id"] for t in await fetch(leading_client, second)] == ids[2:4]
+    response = await leading_client.post(
+        f"/api/agents/{first.agent_id}/release/", headers=admin.headers
+    )
+    assert response.status == 200
+    assert await response.json() == {"released": ids[:2]}
+    third = await make.agent(capacity=3)
+    # Older than every waiting ticket, the released ones go first, then the queue goes on.
+    assert [t["id"] for t in await fetch(leading_client, third)] == [ids[0], ids[1], ids[4]]
+    events = await db.fetch("SELECT ticket_id FROM ticket_events WHERE event = 'released'")
+    assert sorted(e["ticket_id"] for e in events) == ids[:2]
+
+
+async def test_deactivating_a_user_releases_its_agents_tickets(leading_client, make, db):
+    ids = await make.tickets(3)
+    admin = await make.admin()
+    agent = await make.agent(capacity=2)
+    await fetch(leading_client, agent)
+    response = await leading_client.patch(
+        f"/api/users/{agent.user_id}/", json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status == 200
+    held = await db.fetchval("SELECT count(*) FROM tickets WHERE status = 'assigned'")
+    assert held == 0
+    other = await make.agent(capacity=3)
+    assert [t["id"] for t in await fetch(leading_client, other)] == ids

@@ -23,7 +23,15 @@ from web.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from web.keys import DATABASE, DISPATCHER
 from web.pagination import page
 from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
-from web.schemas import Agent, AgentCreate, AgentReplace, AgentUpdate, Page, PageQuery
+from web.schemas import (
+    Agent,
+    AgentCreate,
+    AgentReplace,
+    AgentUpdate,
+    Page,
+    PageQuery,
+    ReleaseResponse,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +137,18 @@ async def delete_agent(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def release_agent(request: web.Request) -> web.Response:
+    """Give every ticket the agent holds back to the queue, each at its creation-order place,
+    so they go out before every newer waiting ticket."""
+    caller = await principal(request)
+    row = await _visible_agent(request, caller)
+    if not caller.is_admin:
+        raise PermissionDenied("Only admins may release an agent's tickets.")
+    released = await request.app[DISPATCHER].release_agent(row["id"])
+    log.info("agent_released", agent_id=row["id"], released=len(released), by=caller.user_id)
+    return json_response(ReleaseResponse(released=released))
+
+
 _AGENT = "/api/agents/{id}/"
 
 OPERATIONS = [
@@ -187,5 +207,17 @@ OPERATIONS = [
         description="409 otherwise: release its tickets, or deactivate it instead.",
         tag="agents",
         responses={204: None},
+    ),
+    Operation(
+        "POST",
+        "/api/agents/{id}/release/",
+        release_agent,
+        summary="Return the agent's held tickets to the queue (admins)",
+        description=(
+            "Each ticket goes back to its creation-order place, ahead of every newer waiting"
+            " ticket. Answers the released ids, oldest first."
+        ),
+        tag="agents",
+        responses={200: ReleaseResponse},
     ),
 ]

@@ -25,7 +25,7 @@ from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, require_admin, require_admin_or_agent
 from web.errors import Conflict, NotFound, PermissionDenied
 from web.handlers.agents import delete_agent_through_dispatcher
-from web.keys import DATABASE, PASSWORDS
+from web.keys import DATABASE, DISPATCHER, PASSWORDS
 from web.pagination import page
 from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
 from web.schemas import Page, PageQuery, User, UserCreate, UserReplace, UserUpdate
@@ -116,6 +116,9 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
         raise NotFound()
     # Field names only: values (a password above all) stay out of the logs.
     log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
+    if changes.get("is_active") is False and current["agent_id"] is not None:
+        # A deactivated user can no longer log in: its agent's tickets would wait forever.
+        await request.app[DISPATCHER].release_agent(current["agent_id"])
     return json_response(User.model_validate(row))
 
 
