@@ -42,6 +42,7 @@ main.add_command(dispatcher)
 @click.option("--port", type=int, default=None, help="Port to listen on (default: $PORT or 8000).")
 def serve(host: str | None, port: int | None) -> None:
     """Run the HTTP service (migrating the database first)."""
+    import uvloop
     from aiohttp import web
 
     from web.app import create_app
@@ -53,6 +54,7 @@ def serve(host: str | None, port: int | None) -> None:
         f"(API docs at /api/docs/). No admin yet? Run: tickets createsuperuser",
         err=True,
     )
+    # uvloop: the same asyncio semantics on libuv, measurably faster for many connections.
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -60,6 +62,7 @@ def serve(host: str | None, port: int | None) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=10,
+        loop=uvloop.new_event_loop(),
     )
 
 

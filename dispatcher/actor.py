@@ -271,6 +271,14 @@ class Dispatcher:
                 log.warning("leadership_lost", epoch=connection.epoch, error=repr(exc))
                 self._fail_all(CommitFailed("Leadership was lost; retry shortly."))
                 connection.abort()
+            except Exception:
+                # A bug must not leave the deployment without a dispatcher: give the lock
+                # up (a standby, or this process after a fresh load, leads on) and go on.
+                self.stats.leadership_lost += 1
+                log.exception("dispatcher_failed", epoch=connection.epoch)
+                self._fail_all(CommitFailed("The dispatcher restarted; retry shortly."))
+                connection.abort()
+                await self._pause(1)
             else:
                 await connection.close()
             finally:
@@ -422,8 +430,14 @@ class Dispatcher:
         holdings: dict[int, list[int]] = defaultdict(list)
         for ticket, agent in held:
             holdings[agent].append(ticket)
-        for agent, capacity, active in agents:
-            self._core.register_agent(agent, AgentState(capacity, active), holdings[agent])
+        try:
+            for agent, capacity, active in agents:
+                self._core.register_agent(agent, AgentState(capacity, active), holdings[agent])
+        except ValueError:
+            # Holdings the agent may not have (changed by plain SQL): the full reload
+            # repairs them in the database and learns every agent at once.
+            log.warning("agent_holdings_repaired", agent_ids=unknown)
+            await self._reload(connection)
 
     async def _refill(self, connection: LeaderConnection, demand: int) -> None:
         while self._core.needs_refill(demand):
@@ -460,14 +474,27 @@ class Dispatcher:
             facts = await self._guarded(self._sale_facts(connection, waiting))
         except (StorageError, OSError) as exc:
             raise LeadershipLost(f"preparing a batch failed: {exc!r}") from exc
+        assigned_now: set[int] = set()
+        deferred: list[_Waiting] = []
         for item in waiting:
             command = item.command
             if isinstance(command, cmd.Fetch):
-                batch.fetches.append((item, self._core.fetch(command.agent_id)))
+                fetched = self._core.fetch(command.agent_id)
+                if isinstance(fetched, Fetched):
+                    assigned_now.update(fetched.assigned)
+                batch.fetches.append((item, fetched))
             else:
                 assert isinstance(command, cmd.Sell)
+                if assigned_now.intersection(command.ticket_ids):
+                    # Selling what this very batch assigns (only a client guessing ids can):
+                    # the batch's one statement cannot do both, so it waits for the next.
+                    deferred.append(item)
+                    continue
                 decision = self._core.sell(command.agent_id, command.ticket_ids, facts)
                 batch.sells.append((item, decision))
+        if deferred:
+            self._inbox.extendleft(reversed(deferred))
+            waiting = [item for item in waiting if all(item is not d for d in deferred)]
         assignments = [
             (ticket, decision.agent_id)
             for _, decision in batch.fetches
@@ -482,10 +509,17 @@ class Dispatcher:
         ]
         held_ids = sorted({t for _, d in batch.fetches if isinstance(d, Fetched) for t in d.held})
         try:
+            payloads: dict[int, dict[str, Any]] = {}
             if assignments or sales:
-                await self._guarded(connection.commit_batch(batch.number, assignments, sales))
+                payloads = await self._guarded(
+                    connection.commit_batch(batch.number, assignments, sales)
+                )
             committed = time.perf_counter()
-            payloads = await self._guarded(connection.payloads(held_ids)) if held_ids else {}
+            # Usually empty: a fetch answers with what the commit returned, and only tickets
+            # held from earlier batches (a retry, a partial sale) need reading.
+            missing = [t for t in held_ids if t not in payloads]
+            if missing:
+                payloads.update(await self._guarded(connection.payloads(missing)))
         except LeadershipLost:
             self.stats.failed_commits += 1
             raise  # _run_batch answers the waiters; a stalled connection is not retried

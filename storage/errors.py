@@ -30,6 +30,18 @@ class DatabaseUnavailable(StorageError):
     """The database cannot be reached right now; retrying later is safe."""
 
 
+class Fenced(StorageError):
+    """Another dispatcher has taken over (the epoch moved on): this one must stop deciding."""
+
+
+class Diverged(StorageError):
+    """A guarded write matched fewer rows than decided: memory and database disagree."""
+
+
+# Raised by dispatcher_guard() (migrations/0002_dispatch_guard.sql): keep in sync.
+_GUARD_ERRORS: dict[str, type[StorageError]] = {"TSF01": Fenced, "TSD01": Diverged}
+
+
 class InvalidValue(StorageError):
     """The database refused a value (out of range or malformed)."""
 
@@ -71,5 +83,11 @@ def translated() -> Iterator[None]:
         raise InvalidValue(str(exc)) from exc
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-    except asyncpg.exceptions.PostgresConnectionError as exc:
+    except asyncpg.exceptions.PostgresError as exc:
+        guard = _GUARD_ERRORS.get(exc.sqlstate or "")
+        if guard is not None:
+            raise guard(str(exc)) from exc
+        if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
+            raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        raise
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc

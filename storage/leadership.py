@@ -30,20 +30,12 @@ from typing import Any
 
 import asyncpg
 
-from storage.errors import DatabaseUnavailable, StorageError, translated
+from storage.errors import DatabaseUnavailable, Diverged, Fenced, StorageError, translated
 from storage.queries import QUERIES
 
 
 class NotSafeForLeadership(StorageError):
     """The database connection cannot guarantee what the dispatcher relies on."""
-
-
-class Fenced(StorageError):
-    """Another dispatcher has taken over (the epoch moved on): this one must stop deciding."""
-
-
-class Diverged(StorageError):
-    """A guarded write matched fewer rows than decided: memory and database disagree."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,33 +192,25 @@ class LeaderConnection:
         batch: int,
         assignments: Sequence[tuple[int, int]],
         sales: Sequence[tuple[int, int]],
-    ) -> None:
-        """Write a batch's (ticket, agent) assignments and sales in one transaction.
+    ) -> dict[int, dict[str, Any]]:
+        """Write a batch's (ticket, agent) assignments and sales atomically, in one statement
+        and one round trip; returns the newly assigned tickets' payloads by id.
 
-        Raises Fenced, Diverged (rolled back: nothing written), DatabaseUnavailable (outcome
-        unknown only if the connection died during COMMIT; the caller reloads either way).
+        No ticket may be in both lists (the statement's parts share one snapshot). Raises
+        Fenced, Diverged (nothing written), DatabaseUnavailable (outcome unknown only if the
+        connection died during the commit; the caller reloads either way).
         """
         with translated():
-            async with self._connection.transaction():
-                fenced, assigned = await self._connection.fetchrow(
-                    QUERIES["tickets_assign_many_if_unassigned"],
-                    self.epoch,
-                    batch,
-                    [ticket for ticket, _ in assignments],
-                    [agent for _, agent in assignments],
-                )
-                _check_fence(fenced)
-                _check_count("assign", assigned, len(assignments))
-                if sales:
-                    sold, held_by_seller = await self._connection.fetchrow(
-                        QUERIES["tickets_sell_many_if_held"],
-                        self.epoch,
-                        batch,
-                        [ticket for ticket, _ in sales],
-                        [agent for _, agent in sales],
-                    )
-                    _check_count("sell", sold, len(sales))
-                    _check_count("sell to the holder", held_by_seller, len(sales))
+            rows = await self._connection.fetch(
+                QUERIES["tickets_commit_batch"],
+                self.epoch,
+                batch,
+                [ticket for ticket, _ in assignments],
+                [agent for _, agent in assignments],
+                [ticket for ticket, _ in sales],
+                [agent for _, agent in sales],
+            )
+        return {row["id"]: dict(row) for row in rows if row["id"] is not None}
 
     async def release(self, batch: int, agent_id: int, ticket_ids: Sequence[int]) -> None:
         with translated():

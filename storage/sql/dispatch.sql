@@ -49,8 +49,16 @@ SELECT id FROM tickets WHERE status = 'unassigned' AND id BETWEEN $1 AND $2 ORDE
 -- What the store says of tickets the dispatcher no longer tracks (for judging a sale).
 SELECT id, status, agent_id FROM tickets WHERE id = ANY($1::bigint[])
 
--- tickets_assign_many_if_unassigned --
--- Commit a batch's assignments (fenced by the epoch) and log them; returns rows assigned.
+-- tickets_commit_batch --
+-- A whole batch in ONE statement, so in one round trip and one implicit transaction: fence,
+-- guarded assignments, guarded sales, their audit events, then dispatcher_guard() aborts it
+-- all unless every count matches what was decided (fence 1; every assignment; every sale,
+-- and each by the agent that holds it). Returns what fetches answer with: one row per
+-- assigned ticket (a single row of NULLs when none were).
+-- All parts see one snapshot, so a ticket cannot be assigned and sold in the same batch:
+-- the actor defers such a sale to the next batch.
+-- Sales find rows by primary key only: joining the (ticket, agent) pairs inside the UPDATE
+-- let the planner pick a nested loop over every held ticket on stale statistics.
 WITH fence AS (
     UPDATE dispatcher_leadership SET last_batch = $2 WHERE epoch = $1 RETURNING epoch
 ), assigned AS (
@@ -58,31 +66,32 @@ WITH fence AS (
     SET status = 'assigned', agent_id = d.agent_id, assigned_at = now()
     FROM unnest($3::bigint[], $4::bigint[]) AS d(ticket_id, agent_id), fence
     WHERE t.id = d.ticket_id AND t.status = 'unassigned'
+    RETURNING t.id, t.agent_id, t.title, t.description, t.created_at, t.assigned_at
+), sold AS (
+    UPDATE tickets AS t
+    SET status = 'sold', sold_at = now()
+    FROM fence
+    WHERE t.id = ANY($5::bigint[]) AND t.status = 'assigned'
     RETURNING t.id, t.agent_id
 ), logged AS (
     INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
     SELECT id, 'assigned', agent_id, $1, $2 FROM assigned
-)
-SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM assigned) AS assigned
-
--- tickets_sell_many_if_held --
--- Commit a batch's sales (after its assignments, so a ticket may be both) and log them;
--- returns rows sold and how many of them were held by the agent the batch says. The update
--- finds rows by primary key only: joining the (ticket, agent) pairs inside the UPDATE let
--- the planner pick a nested loop over every held ticket on stale statistics (quadratic).
--- A sale to the wrong agent cannot commit: the caller rolls back unless both counts match.
-WITH sold AS (
-    UPDATE tickets
-    SET status = 'sold', sold_at = now()
-    WHERE id = ANY($3::bigint[]) AND status = 'assigned'
-    RETURNING id, agent_id
-), logged AS (
-    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
+    UNION ALL
     SELECT id, 'sold', agent_id, $1, $2 FROM sold
+), checked AS (
+    SELECT dispatcher_guard('fence', 1, (SELECT count(*) FROM fence))
+         + dispatcher_guard('assign', cardinality($3::bigint[]), (SELECT count(*) FROM assigned))
+         + dispatcher_guard(
+               'sell',
+               cardinality($5::bigint[]),
+               (SELECT count(*)
+                FROM sold AS s
+                JOIN unnest($5::bigint[], $6::bigint[]) AS d(ticket_id, agent_id)
+                  ON d.ticket_id = s.id AND d.agent_id = s.agent_id)
+           ) AS ok
 )
-SELECT count(*) AS sold, count(*) FILTER (WHERE d.agent_id = s.agent_id) AS held_by_seller
-FROM sold AS s JOIN unnest($3::bigint[], $4::bigint[]) AS d(ticket_id, agent_id)
-    ON d.ticket_id = s.id
+SELECT a.id, a.title, a.description, a.created_at, a.assigned_at
+FROM checked LEFT JOIN assigned AS a ON true
 
 -- tickets_release_many_if_held --
 -- Give an agent's tickets back to the queue and log it; returns rows released.

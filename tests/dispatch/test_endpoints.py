@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from web.keys import DISPATCHER
@@ -139,3 +141,37 @@ async def test_deactivating_a_user_releases_its_agents_tickets(leading_client, m
     assert held == 0
     other = await make.agent(capacity=3)
     assert [t["id"] for t in await fetch(leading_client, other)] == ids
+
+
+async def test_holdings_changed_behind_its_back_are_repaired_not_fatal(leading_client, make, db):
+    ids = await make.tickets(4)
+    agent = await make.agent(capacity=1)  # created after the leader loaded its snapshot
+    await db.execute(
+        "UPDATE tickets SET status = 'assigned', agent_id = $1, assigned_at = now()"
+        " WHERE id = ANY($2::bigint[])",
+        agent.agent_id,
+        ids[:3],
+    )
+    tickets = await fetch(leading_client, agent)
+    assert [t["id"] for t in tickets] == [ids[0]]
+    held = await db.fetch("SELECT id FROM tickets WHERE status = 'assigned' ORDER BY id")
+    assert [r["id"] for r in held] == [ids[0]]
+    other = await make.agent(capacity=3)
+    assert [t["id"] for t in await fetch(leading_client, other)] == ids[1:]
+
+
+async def test_a_sale_of_a_ticket_assigned_in_the_same_batch_waits_for_the_next(
+    leading_client, make, db
+):
+    ids = await make.tickets(2)
+    agent = await make.agent(capacity=2)
+    dispatcher = leading_client.app[DISPATCHER]
+    # Both land in one batch: the sale guesses an id the fetch is about to assign.
+    fetched, sold = await asyncio.gather(
+        dispatcher.fetch(agent.agent_id), dispatcher.sell(agent.agent_id, [ids[0]])
+    )
+    assert [t["id"] for t in fetched] == ids
+    assert sold == [ids[0]]
+    rows = await db.fetch("SELECT id, status FROM tickets ORDER BY id")
+    assert [(r["id"], r["status"]) for r in rows] == [(ids[0], "sold"), (ids[1], "assigned")]
+    assert dispatcher.stats.failed_commits == 0

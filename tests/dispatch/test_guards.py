@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from storage.leadership import Diverged, Fenced, LeaderConnection
+from storage.errors import Diverged, Fenced
+from storage.leadership import LeaderConnection
 
 LOCK_KEY = 4242
 
@@ -57,4 +58,13 @@ async def test_a_stale_epoch_writes_nothing(leader, make, db):
         await leader.commit_batch(1, [(ticket, agent.agent_id)], [])
     with pytest.raises(Fenced):
         await leader.release(2, agent.agent_id, [ticket])
+    assert await _state(db) == before
+
+
+async def test_a_ticket_cannot_be_assigned_and_sold_in_one_batch(leader, make, db):
+    agent = await make.agent()
+    (ticket,) = await make.tickets(1)
+    before = await _state(db)
+    with pytest.raises(Diverged):
+        await leader.commit_batch(1, [(ticket, agent.agent_id)], [(ticket, agent.agent_id)])
     assert await _state(db) == before

@@ -10,8 +10,10 @@ with one of five faults, in turn:
   assignments succeed and its sales fail, in the same transaction;
 * divergence: the lowest queued ticket is deleted behind the dispatcher's back, so the guarded
   assignment matches fewer rows than decided;
-* cut_before_commit: the proxy cuts the leader connection when COMMIT goes by, dropping it;
-* cut_after_commit: the proxy delivers COMMIT and then cuts: committed, never acknowledged.
+* cut_before_commit: the proxy cuts the leader connection as the batch's statement goes by
+  (a batch is one statement, its own transaction), dropping it;
+* cut_after_commit: the proxy delivers the statement and then cuts: the server commits it,
+  and the leader never hears back.
 
 How the batch is assembled deterministically: the test locks `tickets` (ACCESS EXCLUSIVE),
 sends a "plug" fetch that needs no write but must read tickets, so the actor blocks inside
@@ -165,7 +167,10 @@ async def test_every_waiter_of_a_failed_commit_gets_503_and_memory_matches_the_d
                     timeout_s=3,
                     what="the drill's requests wait in the inbox",
                 )
-                await _arm(kind, locker, proxy)
+                leader_port = await db.fetchval(
+                    "SELECT client_port FROM pg_stat_activity WHERE pid = $1", leader["holder_pid"]
+                )
+                await _arm(kind, locker, proxy, leader_port)
                 await locker.execute("COMMIT")
             finally:
                 await locker.close()
@@ -231,7 +236,7 @@ async def _waits_on_lock(db: asyncpg.Connection, pid: int) -> bool:
     )
 
 
-async def _arm(kind: str, locker: asyncpg.Connection, proxy: Proxy) -> None:
+async def _arm(kind: str, locker: asyncpg.Connection, proxy: Proxy, leader_port: int) -> None:
     """Put the fault in place inside the transaction that holds the tickets lock."""
     if kind == "trigger":
         await locker.execute("UPDATE drill_fault SET armed = true")
@@ -245,10 +250,11 @@ async def _arm(kind: str, locker: asyncpg.Connection, proxy: Proxy) -> None:
             " WHERE status = 'unassigned') RETURNING id"
         )
         assert deleted is not None
+    # The leader's next message after the plug batch is the drill batch's one statement.
     elif kind == "cut_before_commit":
-        proxy.cut_at(b"COMMIT", deliver=False)
+        proxy.cut_at(b"", deliver=False, server_port=leader_port)
     elif kind == "cut_after_commit":
-        proxy.cut_at(b"COMMIT", deliver=True)
+        proxy.cut_at(b"", deliver=True, server_port=leader_port)
     else:
         raise AssertionError(kind)
 

@@ -45,7 +45,16 @@ class _Link:
 class _Trap:
     marker: bytes
     deliver: bool
+    # Only the connection whose proxy-to-server socket has this local port (what
+    # pg_stat_activity.client_port shows for its backend); None: any connection.
+    server_port: int | None = None
     sprung: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def springs(self, link: _Link, data: bytes) -> bool:
+        port = link.server.get_extra_info("sockname")[1]
+        if self.server_port is not None and port != self.server_port:
+            return False
+        return self.marker in data
 
 
 class Proxy:
@@ -121,13 +130,17 @@ class Proxy:
         """Forward again whatever was held back, and any close that happened meanwhile."""
         self._flowing.set()
 
-    def cut_at(self, marker: bytes, *, deliver: bool) -> asyncio.Event:
-        """Arm a one-shot cut of the first connection whose client sends `marker`.
+    def cut_at(
+        self, marker: bytes, *, deliver: bool, server_port: int | None = None
+    ) -> asyncio.Event:
+        """Arm a one-shot cut of the first connection whose client sends `marker` (b"": the
+        next chunk it sends at all), optionally only the one to the backend that sees
+        `server_port` as its client port.
 
         With `deliver` the chunk holding the marker reaches the server before the cut;
         otherwise it is dropped. Returns an event set once the trap has sprung.
         """
-        self._trap = _Trap(marker, deliver)
+        self._trap = _Trap(marker, deliver, server_port)
         return self._trap.sprung
 
     def disarm(self) -> None:
@@ -178,7 +191,7 @@ class Proxy:
                 if not chunk:
                     return  # EOF: the caller closes both sides
                 trap = self._trap
-                if upstream and trap is not None and trap.marker in tail + chunk:
+                if upstream and trap is not None and trap.springs(link, tail + chunk):
                     self._trap = None
                     if trap.deliver:
                         writer.write(chunk)
