@@ -341,9 +341,14 @@ class Dispatcher:
             await self._run_batch(connection, waiting)
 
     async def _guarded(self, work: Any) -> Any:
-        """Bound a database step in time: a stalled connection means leadership is lost."""
+        """Bound a database step in time: a stalled connection means leadership is lost.
+
+        `asyncio.timeout`, not `wait_for`: wait_for runs the step as a new task, and every
+        such hop lets all the replies just settled run first — on the batch's critical path.
+        """
         try:
-            return await asyncio.wait_for(work, self.options.write_timeout_s)
+            async with asyncio.timeout(self.options.write_timeout_s):
+                return await work
         except TimeoutError as exc:
             raise LeadershipLost("a database step stalled") from exc
 
