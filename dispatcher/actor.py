@@ -92,7 +92,10 @@ class DispatcherOptions:
     # An inbox this deep means the database cannot keep up; refuse fast rather than queue
     # requests that would time out anyway.
     max_inbox: int = 50_000
-    rescan_interval_s: float = 10.0
+    refill_chunk: int = 10_000
+    # A safety net only: notifications arrive on the leader connection itself, and losing
+    # that connection means a full reload anyway. A rescan reads the whole window.
+    rescan_interval_s: float = 30.0
     heartbeat_interval_s: float = 0.5
     # A batch taking this long means the connection is stalled: give leadership up.
     write_timeout_s: float = 5.0
@@ -150,7 +153,12 @@ class Dispatcher:
         self.epoch: int | None = None
         self.leading = asyncio.Event()
         self.standing_by = asyncio.Event()
-        self._core = DispatchCore(window_size=options.window_size)
+        # Top the window up early and in small chunks: one 10k-id read per batch costs a few
+        # milliseconds, where refilling half a window at once stalls every waiter.
+        window = options.window_size
+        self._core = DispatchCore(
+            window_size=window, low_water=max(window // 2, window - options.refill_chunk)
+        )
         self._inbox: deque[_Waiting] = deque()
         self._wake = asyncio.Event()
         self._inserts = _InsertNews()
@@ -445,13 +453,15 @@ class Dispatcher:
             await self._reload(connection)
 
     async def _refill(self, connection: LeaderConnection, demand: int) -> None:
+        """One chunk per batch, more only while this batch's fetches could go short."""
         while self._core.needs_refill(demand):
             after = self._core.refill_after()
             assert after is not None  # needs_refill implies a finite horizon
-            wanted = self._core.window_size - self._core.queue_length
+            room = self._core.window_size - self._core.queue_length
+            wanted = min(room, max(self.options.refill_chunk, demand))
             ids = await connection.unassigned_after(after, wanted)
             self._core.refilled(ids, exhausted=len(ids) < wanted)
-            if not ids:
+            if not ids or self._core.queue_length >= demand:
                 break
 
     # ------------------------------------------------------------ a batch
@@ -484,6 +494,11 @@ class Dispatcher:
         for item in waiting:
             command = item.command
             if isinstance(command, cmd.Fetch):
+                if (batch.fetches or batch.sells) and self._window_short_for(command.agent_id):
+                    # The window ran dry mid-batch while the store has more: this fetch
+                    # waits for the next batch's refill rather than getting short measure.
+                    deferred.append(item)
+                    continue
                 fetched = self._core.fetch(command.agent_id)
                 if isinstance(fetched, Fetched):
                     assigned_now.update(fetched.assigned)
@@ -568,6 +583,10 @@ class Dispatcher:
         fetchers = [w.command.agent_id for w in waiting if isinstance(w.command, cmd.Fetch)]
         if fetchers:
             await self._refill(connection, self._core.demand(fetchers))
+
+    def _window_short_for(self, agent_id: int) -> bool:
+        core = self._core
+        return core.horizon is not None and core.queue_length < core.demand([agent_id])
 
     async def _sale_facts(
         self, connection: LeaderConnection, waiting: list[_Waiting]
