@@ -568,7 +568,10 @@ class Dispatcher:
             if isinstance(fetched, Rejected):
                 _settle(item, error=AgentNotAllowed())
             else:
-                _settle(item, result=[_ticket(payloads[t], fetched.agent_id) for t in fetched.held])
+                _settle(
+                    item,
+                    result=[assigned_ticket(payloads[t], fetched.agent_id) for t in fetched.held],
+                )
         for item, sold in batch.sells:
             if isinstance(sold, Sold):
                 _settle(item, result=sorted((*sold.sold, *sold.already_sold)))
@@ -702,7 +705,8 @@ def _settle(item: _Waiting, *, result: Any = None, error: BaseException | None =
         item.future.set_result(result)
 
 
-def _ticket(row: dict[str, Any], agent_id: int) -> dict[str, Any]:
+def assigned_ticket(row: dict[str, Any], agent_id: int) -> dict[str, Any]:
+    """A fetch's ticket: the columns read at commit, as it stands once held by the agent."""
     return {
         "id": row["id"],
         "title": row["title"],

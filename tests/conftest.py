@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from config.settings import Settings
 from storage.migrate import migrate
 from tests.support.factories import Factory
 from tests.support.postgres import Cluster
+from web.app import create_app
+from web.keys import DISPATCHER
 
 TEMPLATE = "ts_template"
 
@@ -92,12 +95,46 @@ def make(db: asyncpg.Connection) -> Factory:
     return Factory(db)
 
 
+# Far above what any start-up takes; reached only when something is broken.
+LEAD_DEADLINE_S = 30
+
+
 @pytest.fixture
 async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
-    from web.app import create_app
-    from web.keys import DISPATCHER
-
     client = await aiohttp_client(create_app(settings))
     # Fetch and sell answer 503 until the dispatcher leads; tests start from a leading server.
-    await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), 30)
+    await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), LEAD_DEADLINE_S)
     return client
+
+
+@pytest.fixture
+def serve(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
+    """Start the app once the test has arranged its data, so the dispatcher's first snapshot
+    holds it (tickets inserted later reach it by NOTIFY, a moment later), and wait until the
+    dispatcher leads. (Depending on `settings` first makes the app stop before its database
+    is dropped.)"""
+
+    async def start() -> TestClient:
+        client = await aiohttp_client(create_app(settings))
+        await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), LEAD_DEADLINE_S)
+        return client
+
+    return start
+
+
+@pytest.fixture
+def leader(client: TestClient) -> TestClient:
+    """The `client` fixture's app, which leads."""
+    return client
+
+
+@pytest.fixture
+async def standby(leader: TestClient, settings: Settings) -> AsyncIterator[TestClient]:
+    """A second in-process server on the same database, waiting for the lock."""
+    second = TestClient(TestServer(create_app(settings)))
+    await second.start_server()
+    try:
+        await asyncio.wait_for(second.app[DISPATCHER].standing_by.wait(), LEAD_DEADLINE_S)
+        yield second
+    finally:
+        await second.close()

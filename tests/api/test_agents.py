@@ -3,29 +3,9 @@ dispatcher, whose effect (released tickets) shows in `held` and in the tickets t
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
-
-from web.app import create_app
 from web.keys import DISPATCHER
 
 AGENT_FIELDS = {"id", "user", "capacity", "is_active", "held"}
-
-
-@pytest.fixture
-def serve(settings, aiohttp_client):
-    """Start the app once the test has arranged its data, so the dispatcher's first snapshot
-    holds it (tickets inserted later reach it by NOTIFY, a moment later), and wait until the
-    dispatcher leads: until then it answers 503. (Depending on `settings` first makes the
-    app stop before its database is dropped.)"""
-
-    async def start():
-        client = await aiohttp_client(create_app(settings))
-        await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), 10)
-        return client
-
-    return start
 
 
 async def test_create_an_agent_with_the_default_or_a_given_capacity(client, make, db):

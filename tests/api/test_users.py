@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
 import structlog
 
 from tests.support.factories import PASSWORD, password_hash
-from web.app import create_app
 from web.keys import DISPATCHER
 
 USER_FIELDS = {"id", "username", "email", "is_staff", "is_active", "date_joined"}
 ARGON2ID = "$argon2id$v=19$m=19456,t=2,p=1$"
 NEW_PASSWORD = "a brand new passphrase"
-
-
-@pytest.fixture
-def serve(settings, aiohttp_client):
-    """Start the app once the test has arranged its data, so the dispatcher's first snapshot
-    holds it (tickets inserted later reach it by NOTIFY, a moment later), and wait until the
-    dispatcher leads: until then it answers 503. (Depending on `settings` first makes the
-    app stop before its database is dropped.)"""
-
-    async def start():
-        client = await aiohttp_client(create_app(settings))
-        await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), 10)
-        return client
-
-    return start
 
 
 async def _login(client, username: str, password: str) -> int:
