@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,11 @@ from cli.ops import stats
 from cli.support import TicketsGroup, load_settings
 from cli.users import create_agent, createsuperuser
 from config.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from config.settings import Settings
 
 __all__ = ["load_settings", "main"]
 
@@ -43,8 +49,9 @@ main.add_command(dispatcher)
 def serve(host: str | None, port: int | None) -> None:
     """Run the HTTP service (migrating the database first)."""
     import uvloop
-    from aiohttp import web
 
+    from storage.errors import StorageError
+    from storage.leadership import NotSafeForLeadership
     from web.app import create_app
 
     settings = load_settings(host=host, port=port)
@@ -55,14 +62,24 @@ def serve(host: str | None, port: int | None) -> None:
         err=True,
     )
     # uvloop: the same asyncio semantics on libuv, measurably faster for many connections.
+    try:
+        _run(settings, create_app(settings), uvloop.new_event_loop())
+    except (NotSafeForLeadership, StorageError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run(settings: Settings, app: web.Application, loop: asyncio.AbstractEventLoop) -> None:
+    from aiohttp import web
+
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         print=None,
         access_log=None,
         shutdown_timeout=10,
-        loop=uvloop.new_event_loop(),
+        loop=loop,
     )
 
 

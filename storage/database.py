@@ -63,11 +63,14 @@ class Database(_Runner):
         cls, dsn: str, *, min_size: int = 2, max_size: int = 20, statement_timeout_s: float = 30.0
     ) -> Database:
         """Open a pool; raises DatabaseUnavailable when the server cannot be reached."""
-        settings = {"statement_timeout": str(int(statement_timeout_s * 1000))}
+        timeout_ms = int(statement_timeout_s * 1000)
+
+        async def init(connection: asyncpg.Connection) -> None:
+            # A SET, not a startup parameter: poolers such as pgbouncer refuse unknown ones.
+            await connection.execute(f"SET statement_timeout = {timeout_ms}")
+
         with translated():
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, server_settings=settings
-            )
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
         if pool is None:  # pragma: no cover - only when the loop is closing
             raise StorageError("the pool could not be created")
         return cls(pool, dsn)

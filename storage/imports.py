@@ -52,9 +52,10 @@ async def ticket_import(dsn: str) -> AsyncIterator[TicketImport]:
     is safe: a rolled-back import leaves no rows (only gaps in the id sequence).
     """
     with translated():
-        connection = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
+        connection = await asyncpg.connect(dsn)
     try:
         with translated():
+            await connection.execute("SET statement_timeout = 0")  # a long COPY is expected
             async with connection.transaction():
                 yield TicketImport(connection)
     finally:

@@ -72,17 +72,19 @@ class LeaderConnection:
         a standby). Raises DatabaseUnavailable or NotSafeForLeadership; the lock is never
         left held on failure (the connection is closed).
         """
-        idle_ms = str(max(1, int(idle_timeout_s * 1000)))
-        settings = {
-            "statement_timeout": "0",  # a standby waits inside pg_advisory_lock, unbounded
-            "idle_session_timeout": idle_ms,
-            "idle_in_transaction_session_timeout": idle_ms,
-        }
+        idle_ms = max(1, int(idle_timeout_s * 1000))
         with translated():
-            connection = await asyncpg.connect(dsn, server_settings=settings)
+            connection = await asyncpg.connect(dsn)
         try:
             with translated():
-                await _check_session(connection)
+                # SETs, not startup parameters: a session pooler refuses unknown ones. No
+                # statement timeout: a standby waits inside pg_advisory_lock, unbounded.
+                await connection.execute(
+                    "SET statement_timeout = 0;"
+                    f" SET idle_session_timeout = {idle_ms};"
+                    f" SET idle_in_transaction_session_timeout = {idle_ms}"
+                )
+                await _check_durability(connection)
                 if on_connected is not None:
                     on_connected()
                 await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
@@ -271,28 +273,44 @@ class LeaderConnection:
 
 
 async def check_database(dsn: str) -> None:
-    """Raise NotSafeForLeadership (or DatabaseUnavailable) before the service starts."""
+    """Raise NotSafeForLeadership (or DatabaseUnavailable) before the service starts.
+
+    Transaction pooling (pgbouncer's `pool_mode = transaction`) hands each transaction to
+    whichever server connection is free, so a session advisory lock would not stay with
+    us. Asking the backend's pid twice is not enough to see it (an idle pooler hands the
+    same server connection back), so a second client holds a transaction open in between:
+    through a transaction pooler the first client must then be given another backend.
+    """
+    # No named prepared statements: they would not survive a transaction pooler, and this
+    # check must be able to report one rather than fail inside it.
     with translated():
-        connection = await asyncpg.connect(dsn)
+        probe = await asyncpg.connect(dsn, statement_cache_size=0)
         try:
-            await _check_session(connection)
+            await _check_durability(probe)
+            first = await probe.fetchval("SELECT pg_backend_pid()")
+            holder = await asyncpg.connect(dsn, statement_cache_size=0)
+            try:
+                async with holder.transaction():
+                    await holder.fetchval("SELECT pg_backend_pid()")
+                    second = await probe.fetchval("SELECT pg_backend_pid()")
+            finally:
+                await holder.close()
         finally:
-            await connection.close()
-
-
-async def _check_session(connection: asyncpg.Connection) -> None:
-    """Refuse settings under which 'committed' or 'this session' would not mean what we need."""
-    if await connection.fetchval("SHOW synchronous_commit") == "off":
-        raise NotSafeForLeadership(
-            "synchronous_commit is off on this database: an acknowledged assignment could be"
-            " lost in a crash. Set synchronous_commit = on (or local) for this role/database."
-        )
-    pids = {await connection.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
-    if len(pids) > 1:
+            await probe.close()
+    if first != second:
         raise NotSafeForLeadership(
             "the connection is transaction-pooled (the backend changes between transactions):"
             " session advisory locks cannot work through it. Connect to PostgreSQL directly or"
             " through a session-pooled bouncer."
+        )
+
+
+async def _check_durability(connection: asyncpg.Connection) -> None:
+    """Refuse a session where 'committed' would not mean 'survives a crash'."""
+    if await connection.fetchval("SHOW synchronous_commit") == "off":
+        raise NotSafeForLeadership(
+            "synchronous_commit is off on this database: an acknowledged assignment could be"
+            " lost in a crash. Set synchronous_commit = on (or local) for this role/database."
         )
 
 

@@ -22,6 +22,7 @@ from config.settings import Settings
 from dispatcher.actor import Dispatcher, DispatcherOptions
 from storage import embedded
 from storage.database import Database
+from storage.leadership import check_database
 from storage.migrate import migrate
 from web.auth import Authenticator
 from web.errors import error_middleware
@@ -55,6 +56,9 @@ async def resolve_database_url(settings: Settings) -> str:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     dsn = await resolve_database_url(settings)
+    # First, so that an unfit connection (a transaction pooler, commits that are not
+    # durable) is refused with its reason rather than failing somewhere in the migrations.
+    await check_database(dsn)
     await migrate(dsn)
     database = await Database.connect(
         dsn,
