@@ -17,6 +17,7 @@ from aiohttp import web
 from dispatcher import errors as dispatch
 from storage.errors import Conflict as StorageConflict
 from storage.errors import DatabaseUnavailable, InvalidValue
+from web.middleware import REQUEST_ID
 
 log = structlog.get_logger(__name__)
 
@@ -193,5 +194,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         return error_response(from_http_exception(exc))
     except Exception:
-        log.exception("unhandled_error", path=request.path, method=request.method)
+        log.exception(
+            "unhandled_error",
+            path=request.path,
+            method=request.method,
+            request_id=request.get(REQUEST_ID),
+        )
         return error_response(ApiError("Internal error; quote the request id to support."))
