@@ -142,7 +142,7 @@ class _Batch:
 
 
 class Dispatcher:
-    """The DispatcherService of this process; see the module docstring."""
+    """The dispatcher of this process, leader or standby; see the module docstring."""
 
     def __init__(self, dsn: str, *, identity: str, options: DispatcherOptions) -> None:
         self._dsn = dsn
@@ -204,29 +204,44 @@ class Dispatcher:
         return self._core.held_count
 
     # ------------------------------------------------------------ the service
+    # What the HTTP API, health/metrics and the CLI call. Every change of who holds what goes
+    # through these, into the one actor, so memory and database never disagree. Unavailable
+    # (NotLeader, CommitFailed) means nothing of the call took effect: retrying is safe.
 
     async def fetch(self, agent_id: int) -> list[dict[str, Any]]:
+        """Every ticket the agent holds after a top-up to its capacity, oldest first (dicts
+        with the API ticket's keys). Safe to retry: a repeat returns the same tickets plus any
+        top-up. Raises AgentNotAllowed, Unavailable."""
         result: list[dict[str, Any]] = await self._submit(cmd.Fetch(agent_id))
         return result
 
     async def sell(self, agent_id: int, ticket_ids: list[int]) -> list[int]:
+        """Sell all of ticket_ids, all or nothing (ids already sold by this agent are a no-op
+        success); returns them sorted. Raises SellRejected, AgentNotAllowed, Unavailable."""
         result: list[int] = await self._submit(cmd.Sell(agent_id, tuple(ticket_ids)))
         return result
 
     async def delete_ticket(self, ticket_id: int) -> None:
+        """Delete an unassigned ticket. Raises TicketNotFound, TicketHeld, Unavailable."""
         await self._submit(cmd.DeleteTicket(ticket_id))
 
     async def update_agent(
         self, agent_id: int, *, capacity: int | None = None, is_active: bool | None = None
     ) -> list[int]:
+        """Change capacity and/or activity; returns the tickets the change released (all on
+        deactivation, the newest excess below a lowered capacity). Raises AgentNotFound,
+        Unavailable."""
         result: list[int] = await self._submit(cmd.UpdateAgent(agent_id, capacity, is_active))
         return result
 
     async def release_agent(self, agent_id: int) -> list[int]:
+        """Return the agent's held tickets to the queue at their creation-order place."""
         result: list[int] = await self._submit(cmd.ReleaseAgent(agent_id))
         return result
 
     async def delete_agent(self, agent_id: int) -> None:
+        """Delete an agent that holds nothing. Raises AgentNotFound, AgentHoldsTickets, storage
+        Conflict (it has sold tickets: deactivate it instead), Unavailable."""
         await self._submit(cmd.DeleteAgent(agent_id))
 
     async def _submit(self, command: cmd.Command) -> Any:
