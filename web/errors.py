@@ -25,7 +25,8 @@ log = structlog.get_logger(__name__)
 class ApiError(Exception):
     """Base of every error the API answers with; `code` is stable, `detail` is for humans."""
 
-    status: ClassVar[int] = 500
+    # Class defaults; `status` may be given per instance for statuses without a class.
+    status: int = 500
     code: ClassVar[str] = "internal_error"
 
     def __init__(
@@ -34,8 +35,11 @@ class ApiError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(detail)
+        if status is not None:
+            self.status = status
         self.detail = detail if detail is not None else self.__doc__
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
@@ -163,9 +167,7 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
     headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
     kind = _HTTP_EXCEPTIONS.get(exc.status)
     if kind is None:
-        error = ApiError(exc.reason, headers=headers)
-        error.status = exc.status  # type: ignore[misc]
-        return error
+        return ApiError(exc.reason, headers=headers, status=exc.status)
     detail = None
     if exc.status == 413:
         detail = "The request body is larger than the limit of 1 MiB."
