@@ -8,20 +8,15 @@ request must not change it, and that is asserted after each case.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from tests.api.test_permissions import (
+from tests.support.world import (
     Served,
     World,
-    arrange_world,
-    drop_world,
     dump_tables,
-    serve_copy,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -227,19 +222,6 @@ CASES: dict[str, Case] = {
     "DELETE on a list": Case("admin", "DELETE", USERS, 405, "method_not_allowed"),
     "POST on an object": Case("admin", "POST", OWN_TICKET, 405, "method_not_allowed", json={}),
 }
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(template_ready: str) -> AsyncIterator[World]:
-    arranged = await arrange_world(template_ready)
-    yield arranged
-    await drop_world(arranged)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared(world: World) -> AsyncIterator[Served]:
-    async with serve_copy(world) as served:
-        yield served
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
