@@ -188,6 +188,21 @@ async def make_template(
 # ---------------------------------------------------------------- /proc
 
 
+async def communicate_within(
+    process: asyncio.subprocess.Process, deadline_s: float
+) -> tuple[bytes, bytes]:
+    """Wait for a child's output, killing it (our own child, by its handle) if the deadline
+    passes or the bench is interrupted."""
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), deadline_s)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    return stdout or b"", stderr or b""
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process, in seconds (0 when it is gone)."""
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import FETCH_PATH, SELL_PATH
+from bench.harness import FETCH_PATH, SELL_PATH, communicate_within
 
 LUA = Path(__file__).parent / "fetch_sell.lua"
 _COUNTERS = (
@@ -80,13 +80,7 @@ async def drive_wrk(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), duration_s + 60)
-    except BaseException:  # the deadline passed, or the bench was interrupted
-        if process.returncode is None:
-            process.kill()  # our own child, by its handle
-            await process.wait()
-        raise
+    stdout, stderr = await communicate_within(process, duration_s + 60)
     text = stdout.decode(errors="replace")
     result: dict[str, Any] | None = None
     for line in text.splitlines():

@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.harness import communicate_within
+
 # (bucket, substrings of a frame "function (file)") — checked innermost frame first.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("json encoding (json.dumps)", ("json/encoder.py", "json/__init__.py")),
@@ -92,13 +94,7 @@ async def record(pid: int, *, duration_s: float, output: Path, rate: int = 200) 
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), duration_s + 60)
-    except BaseException:  # the deadline passed, or the bench was interrupted
-        if process.returncode is None:
-            process.kill()  # our own child, by its handle
-            await process.wait()
-        raise
+    _, stderr = await communicate_within(process, duration_s + 60)
     if process.returncode != 0:
         raise RuntimeError(f"py-spy failed: {stderr.decode(errors='replace')[-2000:]}")
     return process.returncode
