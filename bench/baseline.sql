@@ -6,8 +6,8 @@
 --
 -- Fairness: each statement is one round trip, the queue read walks the product's own partial
 -- index `tickets_unassigned_by_id` (status = 'unassigned', in id order), the held read uses
--- `tickets_held_by_agent`, and every assignment and sale is logged to ticket_events exactly
--- like the product does (epoch 0, batch = the transaction id).
+-- `tickets_held_by_agent`, and every assignment and sale is logged exactly like the product
+-- does: one ticket_event_groups row per agent and event (epoch 0, batch = the transaction id).
 
 -- baseline_agent_lock --
 -- Lock the caller's agent row, so two fetches of one agent take turns and the count of held tickets read next is exact.
@@ -34,8 +34,9 @@ WITH held AS (
     WHERE t.id = ANY (ARRAY(SELECT id FROM picked)) AND t.status = 'unassigned'
     RETURNING t.id, t.title, t.description, t.created_at, t.assigned_at
 ), logged AS (
-    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
-    SELECT id, 'assigned', $1, 0, txid_current() FROM assigned
+    INSERT INTO ticket_event_groups (ticket_ids, event, agent_id, epoch, batch)
+    SELECT array_agg(id ORDER BY id), 'assigned', $1, 0, txid_current() FROM assigned
+    HAVING count(*) > 0
 )
 SELECT * FROM held
 UNION ALL
@@ -50,8 +51,9 @@ WITH sold AS (
     WHERE id = ANY($2::bigint[]) AND agent_id = $1 AND status = 'assigned'
     RETURNING id
 ), logged AS (
-    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
-    SELECT id, 'sold', $1, 0, txid_current() FROM sold
+    INSERT INTO ticket_event_groups (ticket_ids, event, agent_id, epoch, batch)
+    SELECT array_agg(id ORDER BY id), 'sold', $1, 0, txid_current() FROM sold
+    HAVING count(*) > 0
 )
 SELECT id FROM sold
 

@@ -74,10 +74,10 @@ WITH fence AS (
     WHERE t.id = ANY($5::bigint[]) AND t.status = 'assigned'
     RETURNING t.id, t.agent_id
 ), logged AS (
-    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
-    SELECT id, 'assigned', agent_id, $1, $2 FROM assigned
+    INSERT INTO ticket_event_groups (ticket_ids, event, agent_id, epoch, batch)
+    SELECT array_agg(id ORDER BY id), 'assigned', agent_id, $1, $2 FROM assigned GROUP BY agent_id
     UNION ALL
-    SELECT id, 'sold', agent_id, $1, $2 FROM sold
+    SELECT array_agg(id ORDER BY id), 'sold', agent_id, $1, $2 FROM sold GROUP BY agent_id
 ), checked AS (
     SELECT dispatcher_guard('fence', 1, (SELECT count(*) FROM fence))
          + dispatcher_guard('assign', cardinality($3::bigint[]), (SELECT count(*) FROM assigned))
@@ -104,8 +104,8 @@ WITH fence AS (
     WHERE t.id = ANY($4::bigint[]) AND t.agent_id = $3 AND t.status = 'assigned'
     RETURNING t.id
 ), logged AS (
-    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
-    SELECT id, 'released', $3, $1, $2 FROM released
+    INSERT INTO ticket_event_groups (ticket_ids, event, agent_id, epoch, batch)
+    SELECT array_agg(id ORDER BY id), 'released', $3, $1, $2 FROM released HAVING count(*) > 0
 )
 SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM released) AS released
 
@@ -117,8 +117,8 @@ WITH fence AS (
     DELETE FROM tickets AS t USING fence WHERE t.id = $3 AND t.status = 'unassigned'
     RETURNING t.id
 ), logged AS (
-    INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)
-    SELECT id, 'deleted', NULL, $1, $2 FROM deleted
+    INSERT INTO ticket_event_groups (ticket_ids, event, agent_id, epoch, batch)
+    SELECT ARRAY[id], 'deleted', NULL, $1, $2 FROM deleted
 )
 SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM deleted) AS deleted
 

@@ -51,12 +51,21 @@ LIMIT $2 OFFSET $3
 
 -- tickets_count_by_agent --
 -- How many tickets agent $1 has (held or sold), of status $2 when it is not null.
-SELECT count(*) FROM tickets WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
+-- One arm per status: each is what one partial index (held, sold) by agent answers.
+SELECT (SELECT count(*) FROM tickets
+        WHERE agent_id = $1 AND status = 'assigned' AND ($2::text IS NULL OR $2 = 'assigned'))
+     + (SELECT count(*) FROM tickets
+        WHERE agent_id = $1 AND status = 'sold' AND ($2::text IS NULL OR $2 = 'sold'))
 
 -- tickets_page_by_agent --
 -- One page of agent $1's tickets (of status $2 when not null) in id order ($3 limit, $4 offset).
+-- Two arms, one per partial index, merged in id order.
 SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
 FROM tickets
-WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
+WHERE agent_id = $1 AND status = 'assigned' AND ($2::text IS NULL OR $2 = 'assigned')
+UNION ALL
+SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
+FROM tickets
+WHERE agent_id = $1 AND status = 'sold' AND ($2::text IS NULL OR $2 = 'sold')
 ORDER BY id
 LIMIT $3 OFFSET $4

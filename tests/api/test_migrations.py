@@ -57,10 +57,17 @@ async def test_a_fresh_database_is_migrated_once_then_left_alone(empty_database)
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
         }
+        views = {
+            row["viewname"]
+            for row in await connection.fetch(
+                "SELECT viewname FROM pg_views WHERE schemaname = 'public'"
+            )
+        }
     finally:
         await connection.close()
     assert [row["version"] for row in applied] == VERSIONS
-    assert {"users", "api_tokens", "agents", "tickets", "ticket_events"} <= tables
+    assert {"users", "api_tokens", "agents", "tickets", "ticket_event_groups"} <= tables
+    assert views == {"ticket_events"}
     await _app_answers(empty_database)
 
 

@@ -32,9 +32,9 @@ async def sell(db: asyncpg.Connection, agent_id: int, ticket_ids: list[int]) -> 
 async def events(db: asyncpg.Connection, event: str, count: int, *, seconds_ago: int) -> None:
     """`count` audit events, `seconds_ago` before now (mid-minute: a second of drift is fine)."""
     await db.execute(
-        "INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch, at)"
-        " SELECT n, $1, NULL, 1, 1, now() - make_interval(secs => $3)"
-        " FROM generate_series(1, $2) AS n",
+        "INSERT INTO ticket_event_groups (ticket_ids, event, agent_id, epoch, batch, at)"
+        " SELECT ARRAY(SELECT generate_series(1, $2)::bigint), $1, NULL, 1, 1,"
+        " now() - make_interval(secs => $3)",
         event,
         count,
         seconds_ago,

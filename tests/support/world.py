@@ -21,7 +21,7 @@ from web.auth import new_key
 from web.keys import DISPATCHER
 
 # Everything a CRUD request could touch, in a stable order, to compare before and after.
-TABLES = ("users", "api_tokens", "agents", "tickets", "ticket_events")
+TABLES = ("users", "api_tokens", "agents", "tickets", "ticket_event_groups")
 
 
 @dataclass(frozen=True)
