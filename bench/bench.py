@@ -60,6 +60,7 @@ from bench.harness import (
 )
 from bench.load import drive_aiohttp, drive_wrk, wrk_path
 from bench.startup import run_startup
+from cli import runtime
 from config.logs import configure as configure_logging
 from storage.migrate import migrate
 from tests.support.postgres import Cluster, free_port
@@ -748,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         args.dispatcher_duration = args.duration
     if any(c % args.threads for c in args.connections) and args.driver == "wrk":
         raise SystemExit("--connections must be multiples of --threads (one agent per connection)")
-    results = asyncio.run(main_async(args))
+    results = runtime.run(main_async(args))
     report = markdown(results)
     results["markdown"] = report
     path = args.results / f"{Path(results['logs']).name}.json"

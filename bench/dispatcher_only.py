@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from bench.harness import CpuMeter, analyze, db_now, integrity, summary, window_counts
+from cli import runtime
 from config.settings import Settings
 from dispatcher.actor import Dispatcher
 from web.app import dispatcher_options
@@ -33,7 +34,9 @@ async def run_dispatcher_only(
     postmaster: int | None = None,
     analyze_after_warmup: bool = False,
 ) -> dict[str, Any]:
-    # DISPATCHER_* from the environment apply, exactly as for `tickets serve`.
+    # DISPATCHER_* from the environment apply, exactly as for `tickets serve`, and so do its
+    # event loop (bench.py runs on it) and garbage-collector settings.
+    collector = runtime.tune_garbage_collector()
     options = dispatcher_options(Settings(database_url=dsn))
     dispatcher = Dispatcher(dsn, identity=f"bench:{os.getpid()}", options=options)
     await dispatcher.start()
@@ -92,6 +95,7 @@ async def run_dispatcher_only(
         recent = kept[len(kept) - min(batches, len(kept)) :]
     finally:
         await dispatcher.stop()
+        runtime.restore_garbage_collector(collector)
     counts = await window_counts(dsn, start, finished)
     checks = await integrity(dsn)
     changes = assigned + sold

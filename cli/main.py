@@ -48,8 +48,7 @@ main.add_command(dispatcher)
 @click.option("--port", type=int, default=None, help="Port to listen on (default: $PORT or 8000).")
 def serve(host: str | None, port: int | None) -> None:
     """Run the HTTP service (migrating the database first)."""
-    import uvloop
-
+    from cli.runtime import new_event_loop, tune_garbage_collector
     from storage.errors import StorageError
     from storage.leadership import NotSafeForLeadership
     from web.app import create_app
@@ -61,25 +60,12 @@ def serve(host: str | None, port: int | None) -> None:
         f"(API docs at /api/docs/). No admin yet? Run: tickets createsuperuser",
         err=True,
     )
-    # uvloop: the same asyncio semantics on libuv, measurably faster for many connections.
-    _tune_garbage_collector()
+    tune_garbage_collector()
     try:
-        _run(settings, create_app(settings), uvloop.new_event_loop())
+        _run(settings, create_app(settings), new_event_loop())
     except (NotSafeForLeadership, StorageError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-
-
-def _tune_garbage_collector() -> None:
-    """Collect rarely: the dispatcher keeps a large heap of long-lived objects (the window,
-    holdings, recent decisions) that every full collection walks, and those pauses were the
-    tail of the latency (`make bench`: p99 at 100 connections 78 ms → 43 ms). Objects from
-    start-up are frozen out of collection altogether."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
 
 
 def _run(settings: Settings, app: web.Application, loop: asyncio.AbstractEventLoop) -> None:

@@ -18,8 +18,12 @@ deployment — drains the inbox and:
 5. runs admin commands (delete a ticket, change or delete an agent, release) one
    transaction each: they are rare and must not put a batch at risk.
 
-While a batch commits, the next one gathers in the inbox, so batches grow with load and the
-cost of a commit is shared by everyone in it.
+While a batch commits, the next one gathers — and is decided as its commands arrive, when
+that needs no database read (known agents, tickets memory tracks, a window that holds the
+fetch) — so its one statement goes out the moment the previous one returns: PostgreSQL, the
+bottleneck, does not wait on Python between batches. Batches grow with load and the cost of
+a commit is shared by everyone in it. Each batch is still answered only after its own
+commit, and a window running low is topped up in the same pipeline, right after a commit.
 
 Failure handling
 ================
@@ -28,7 +32,8 @@ Failure handling
   decided) fails all its waiters with `CommitFailed` (HTTP 503 + Retry-After) and memory is
   rebuilt from the database (the source of truth) before anything else is decided. Nothing
   was acknowledged, so nothing acknowledged is lost; a fetch retried later gets exactly what
-  was committed.
+  was committed. The batch decided ahead on top of it was never sent: its commands go back
+  to the inbox, in order, and are decided again after the reload.
 * Losing the leader connection (terminated session, dead socket, a heartbeat that does not
   answer, a write that takes too long) ends leadership at once: every waiter gets 503, the
   connection is dropped, and the task goes back to waiting for the lock as a standby.
@@ -45,7 +50,7 @@ import contextlib
 import json
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,9 +141,45 @@ class _InsertNews:
 
 @dataclass
 class _Batch:
-    number: int
+    """Trades decided together and written in one statement. The statement's arrays grow
+    as each trade is decided, so nothing is left to build between two commits."""
+
     fetches: list[tuple[_Waiting, Fetched | Rejected]] = field(default_factory=list)
     sells: list[tuple[_Waiting, Sold | Rejected]] = field(default_factory=list)
+    assign_ids: list[int] = field(default_factory=list)
+    assign_agents: list[int] = field(default_factory=list)
+    sell_ids: list[int] = field(default_factory=list)
+    sell_agents: list[int] = field(default_factory=list)
+    # What its fetches assign: a sale of these must wait for a later batch.
+    assigned_now: set[int] = field(default_factory=set)
+    # Tickets its fetches answer with that they did not just assign (a retry, a partial
+    # sale): unless this batch assigned them, the commit does not return them.
+    held_before: set[int] = field(default_factory=set)
+    number: int = 0
+    started: float = 0.0
+    committed: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.fetches) + len(self.sells)
+
+    def items(self) -> list[_Waiting]:
+        return [item for item, _ in self.fetches] + [item for item, _ in self.sells]
+
+    def add_fetch(self, item: _Waiting, fetched: Fetched | Rejected) -> None:
+        self.fetches.append((item, fetched))
+        if isinstance(fetched, Fetched):
+            self.assign_ids.extend(fetched.assigned)
+            self.assign_agents.extend([fetched.agent_id] * len(fetched.assigned))
+            self.assigned_now.update(fetched.assigned)
+            if len(fetched.held) > len(fetched.assigned):
+                self.held_before.update(set(fetched.held).difference(fetched.assigned))
+
+    def add_sell(self, item: _Waiting, decision: Sold | Rejected) -> None:
+        self.sells.append((item, decision))
+        if isinstance(decision, Sold):
+            self.sell_ids.extend(decision.sold)
+            self.sell_agents.extend([decision.agent_id] * len(decision.sold))
 
 
 class Dispatcher:
@@ -166,6 +207,8 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._connection: LeaderConnection | None = None
         self._batch_number = 0
+        # The batch being decided while another commits (empty when none is).
+        self._ahead = _Batch()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -197,7 +240,8 @@ class Dispatcher:
 
     @property
     def inbox_depth(self) -> int:
-        return len(self._inbox)
+        """Commands whose batch has not gone to the database yet, decided ahead or not."""
+        return len(self._inbox) + self._ahead.size
 
     @property
     def held_count(self) -> int:
@@ -486,7 +530,8 @@ class Dispatcher:
         admin = [w for w in waiting if not isinstance(w.command, cmd.Fetch | cmd.Sell)]
         try:
             if trades:
-                await self._trade(connection, trades)
+                # Admin commands wait for the trades: no pipelining past them.
+                await self._trade(connection, trades, pipeline=not admin)
             for item in admin:
                 await self._administer(connection, item)
         except BaseException:
@@ -495,89 +540,177 @@ class Dispatcher:
                 _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
             raise
 
-    async def _trade(self, connection: LeaderConnection, waiting: list[_Waiting]) -> None:
-        started = time.perf_counter()
-        self._batch_number += 1
-        batch = _Batch(self._batch_number)
+    async def _trade(
+        self, connection: LeaderConnection, waiting: list[_Waiting], *, pipeline: bool = True
+    ) -> None:
+        """Decide and commit these trades, then keep the pipeline full: while a batch
+        commits, the commands arriving meanwhile are decided into the next one (when that
+        needs no database read), so its statement goes out the moment the previous one
+        returns instead of PostgreSQL waiting on Python between batches. Each batch is
+        still answered only after its own commit, and one that fails takes the batch
+        decided on top of it back to the inbox, undecided, before memory is reloaded."""
         try:
             await self._guarded(self._prepare(connection, waiting))
             facts = await self._guarded(self._sale_facts(connection, waiting))
         except (StorageError, OSError) as exc:
             raise LeadershipLost(f"preparing a batch failed: {exc!r}") from exc
-        assigned_now: set[int] = set()
-        deferred: list[_Waiting] = []
-        for item in waiting:
-            command = item.command
-            if isinstance(command, cmd.Fetch):
-                if (batch.fetches or batch.sells) and self._window_short_for(command.agent_id):
-                    # The window ran dry mid-batch while the store has more: this fetch
-                    # waits for the next batch's refill rather than getting short measure.
-                    deferred.append(item)
-                    continue
-                fetched = self._core.fetch(command.agent_id)
-                if isinstance(fetched, Fetched):
-                    assigned_now.update(fetched.assigned)
-                batch.fetches.append((item, fetched))
-            else:
-                assert isinstance(command, cmd.Sell)
-                if assigned_now.intersection(command.ticket_ids):
-                    # Selling what this very batch assigns (only a client guessing ids can):
-                    # the batch's one statement cannot do both, so it waits for the next.
-                    deferred.append(item)
-                    continue
-                decision = self._core.sell(command.agent_id, command.ticket_ids, facts)
-                batch.sells.append((item, decision))
-        if deferred:
-            self._inbox.extendleft(reversed(deferred))
-            waiting = [item for item in waiting if all(item is not d for d in deferred)]
-        assignments = [
-            (ticket, decision.agent_id)
-            for _, decision in batch.fetches
-            if isinstance(decision, Fetched)
-            for ticket in decision.assigned
-        ]
-        sales = [
-            (ticket, decision.agent_id)
-            for _, decision in batch.sells
-            if isinstance(decision, Sold)
-            for ticket in decision.sold
-        ]
-        held_ids = sorted({t for _, d in batch.fetches if isinstance(d, Fetched) for t in d.held})
+        current = _Batch()
+        deferred = [item for item in waiting if not self._decide(current, item, facts)]
+        self._inbox.extendleft(reversed(deferred))
+        ahead = self._ahead = _Batch()
+        commit = self._start_commit(connection, current)
         try:
-            payloads: dict[int, dict[str, Any]] = {}
-            if assignments or sales:
-                payloads = await self._guarded(
-                    connection.commit_batch(batch.number, assignments, sales)
-                )
-            committed = time.perf_counter()
-            # Usually empty: a fetch answers with what the commit returned, and only tickets
-            # held from earlier batches (a retry, a partial sale) need reading.
-            missing = [t for t in held_ids if t not in payloads]
-            if missing:
-                payloads.update(await self._guarded(connection.payloads(missing)))
-        except LeadershipLost:
-            self.stats.failed_commits += 1
-            raise  # _run_batch answers the waiters; a stalled connection is not retried
-        except Exception as exc:
-            self.stats.failed_commits += 1
-            log.warning("batch_failed", batch=batch.number, size=len(waiting), error=repr(exc))
-            for item in waiting:
-                _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
-            await self._after_failure(connection)
+            while True:
+                try:
+                    payloads = await self._await_commit(commit, ahead if pipeline else None)
+                except LeadershipLost:
+                    self.stats.failed_commits += 1
+                    raise
+                except Exception as exc:
+                    self.stats.failed_commits += 1
+                    log.warning(
+                        "batch_failed", batch=current.number, size=current.size, error=repr(exc)
+                    )
+                    _settle_all(
+                        current.items(), CommitFailed(retry_after_s=self.options.retry_after_s)
+                    )
+                    self._inbox.extendleft(reversed(ahead.items()))
+                    ahead = self._ahead = _Batch()
+                    await self._after_failure(connection)
+                    return
+                following = self._start_commit(connection, ahead) if ahead.size else None
+                if following is not None:
+                    # Let the new commit's task send its statement before the replies are
+                    # built: PostgreSQL works on it meanwhile.
+                    await asyncio.sleep(0)
+                self._answer(current, payloads)
+                if following is None:
+                    self._ahead = _Batch()
+                    return
+                current, commit = ahead, following
+                ahead = self._ahead = _Batch()
+        except BaseException:
+            # Leadership is going: whoever is still waiting learns it now, not never.
+            if not commit.done():
+                commit.cancel()
+            _settle_all(
+                [*current.items(), *ahead.items()],
+                CommitFailed(retry_after_s=self.options.retry_after_s),
+            )
+            self._ahead = _Batch()
+            raise
+
+    def _decide(
+        self, batch: _Batch, item: _Waiting, facts: dict[int, TicketFact], *, ahead: bool = False
+    ) -> bool:
+        """Decide one trade into the batch; False when it must wait for a later batch.
+
+        Ahead of time (another batch still committing) only what needs no database read
+        is decided: known agents, tickets memory tracks, a window that holds the fetch.
+        """
+        core = self._core
+        command = item.command
+        if isinstance(command, cmd.Fetch):
+            agent = command.agent_id
+            if ahead:
+                if not core.knows_agent(agent) or self._window_short_for(agent):
+                    return False
+            elif batch.size and self._window_short_for(agent):
+                # The window ran dry mid-batch while the store has more: this fetch waits
+                # for the next batch's refill rather than getting short measure.
+                return False
+            batch.add_fetch(item, core.fetch(agent))
+            return True
+        assert isinstance(command, cmd.Sell)
+        if ahead and (
+            not core.knows_agent(command.agent_id) or core.unknown_ticket_ids(command.ticket_ids)
+        ):
+            return False
+        if batch.assigned_now.intersection(command.ticket_ids):
+            # Selling what this very batch assigns (only a client guessing ids can): the
+            # batch's one statement cannot do both, so it waits for the next.
+            return False
+        batch.add_sell(item, core.sell(command.agent_id, command.ticket_ids, facts))
+        return True
+
+    def _decide_ahead(self, ahead: _Batch) -> None:
+        """Move the inbox's leading trades into the next batch while they need no read.
+
+        Stops at the first command that cannot go (an admin command, announced inserts
+        to absorb first, anything needing the database): the inbox stays in order.
+        """
+        if self._inserts.low is not None:
             return
+        inbox = self._inbox
+        while inbox and ahead.size < self.options.max_batch:
+            item = inbox[0]
+            if not isinstance(item.command, cmd.Fetch | cmd.Sell):
+                return
+            if not self._decide(ahead, item, {}, ahead=True):
+                return
+            inbox.popleft()
+
+    def _start_commit(
+        self, connection: LeaderConnection, batch: _Batch
+    ) -> asyncio.Task[dict[int, Mapping[str, Any]]]:
+        self._batch_number += 1
+        batch.number = self._batch_number
+        batch.started = time.perf_counter()
+        task = asyncio.create_task(self._commit(connection, batch))
+        task.add_done_callback(lambda _: self._wake.set())
+        return task
+
+    async def _await_commit(
+        self, commit: asyncio.Task[dict[int, Mapping[str, Any]]], ahead: _Batch | None
+    ) -> dict[int, Mapping[str, Any]]:
+        while not commit.done():
+            if ahead is not None:
+                self._decide_ahead(ahead)
+            self._wake.clear()
+            if commit.done():
+                break
+            await self._wake.wait()
+        return commit.result()
+
+    async def _commit(
+        self, connection: LeaderConnection, batch: _Batch
+    ) -> dict[int, Mapping[str, Any]]:
+        """Write the batch; returns the payload of every ticket its fetches answer with."""
+        payloads: dict[int, Mapping[str, Any]] = {}
+        if batch.assign_ids or batch.sell_ids:
+            payloads = await self._guarded(
+                connection.commit_batch(
+                    batch.number,
+                    assign_ids=batch.assign_ids,
+                    assign_agents=batch.assign_agents,
+                    sell_ids=batch.sell_ids,
+                    sell_agents=batch.sell_agents,
+                )
+            )
+        batch.committed = time.perf_counter()
+        if self._core.needs_refill():
+            # Topping the window up here, in the pipeline, keeps the batches decided
+            # ahead from running it dry (which would stall them for a refill of their own).
+            await self._guarded(self._refill(connection, 0))
+        # Usually empty: a fetch answers with what the commit returned, and only tickets
+        # held from earlier batches (a retry, a partial sale) need reading.
+        missing = batch.held_before - batch.assigned_now
+        if missing:
+            payloads.update(await self._guarded(connection.payloads(sorted(missing))))
+        return payloads
+
+    def _answer(self, batch: _Batch, payloads: dict[int, Mapping[str, Any]]) -> None:
         self.stats.batch_committed(
-            size=len(waiting),
-            assigned=len(assignments),
-            sold=len(sales),
-            commit_s=committed - started,
+            size=batch.size,
+            assigned=len(batch.assign_ids),
+            sold=len(batch.sell_ids),
+            commit_s=batch.committed - batch.started,
         )
         log.debug(
             "batch_committed",
             batch=batch.number,
-            size=len(waiting),
-            assigned=len(assignments),
-            sold=len(sales),
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            size=batch.size,
+            duration_ms=round((time.perf_counter() - batch.started) * 1000, 2),
         )
         for item, fetched in batch.fetches:
             if isinstance(fetched, Rejected):
@@ -711,6 +844,11 @@ class Dispatcher:
             _settle(self._inbox.popleft(), error=error)
 
 
+def _settle_all(items: Iterable[_Waiting], error: BaseException) -> None:
+    for item in items:
+        _settle(item, error=error)
+
+
 def _settle(item: _Waiting, *, result: Any = None, error: BaseException | None = None) -> None:
     if item.future.done():
         return
@@ -720,7 +858,7 @@ def _settle(item: _Waiting, *, result: Any = None, error: BaseException | None =
         item.future.set_result(result)
 
 
-def assigned_ticket(row: dict[str, Any], agent_id: int) -> dict[str, Any]:
+def assigned_ticket(row: Mapping[str, Any], agent_id: int) -> dict[str, Any]:
     """A fetch's ticket: the columns read at commit, as it stands once held by the agent."""
     return {
         "id": row["id"],

@@ -23,6 +23,17 @@ async def leader(database_url):
     await connection.close()
 
 
+async def commit(leader, batch: int, assignments: list[tuple], sales: list[tuple]) -> None:
+    """`(ticket, agent)` pairs, as the actor's arrays."""
+    await leader.commit_batch(
+        batch,
+        assign_ids=[t for t, _ in assignments],
+        assign_agents=[a for _, a in assignments],
+        sell_ids=[t for t, _ in sales],
+        sell_agents=[a for _, a in sales],
+    )
+
+
 async def _state(db) -> list[tuple]:
     rows = await db.fetch("SELECT id, status, agent_id FROM tickets ORDER BY id")
     events = await db.fetchval("SELECT count(*) FROM ticket_events")
@@ -32,20 +43,20 @@ async def _state(db) -> list[tuple]:
 async def test_assigning_a_ticket_someone_holds_rolls_the_whole_batch_back(leader, make, db):
     one, two = await make.agent(), await make.agent()
     first, second = await make.tickets(2)
-    await leader.commit_batch(1, [(first, one.agent_id)], [])
+    await commit(leader, 1, [(first, one.agent_id)], [])
     before = await _state(db)
     with pytest.raises(Diverged):
-        await leader.commit_batch(2, [(second, two.agent_id), (first, two.agent_id)], [])
+        await commit(leader, 2, [(second, two.agent_id), (first, two.agent_id)], [])
     assert await _state(db) == before
 
 
 async def test_selling_for_the_wrong_agent_rolls_the_whole_batch_back(leader, make, db):
     one, two = await make.agent(), await make.agent()
     first, second = await make.tickets(2)
-    await leader.commit_batch(1, [(first, one.agent_id), (second, two.agent_id)], [])
+    await commit(leader, 1, [(first, one.agent_id), (second, two.agent_id)], [])
     before = await _state(db)
     with pytest.raises(Diverged):
-        await leader.commit_batch(2, [], [(second, two.agent_id), (first, two.agent_id)])
+        await commit(leader, 2, [], [(second, two.agent_id), (first, two.agent_id)])
     assert await _state(db) == before
 
 
@@ -55,7 +66,7 @@ async def test_a_stale_epoch_writes_nothing(leader, make, db):
     await db.execute("UPDATE dispatcher_leadership SET epoch = epoch + 1")
     before = await _state(db)
     with pytest.raises(Fenced):
-        await leader.commit_batch(1, [(ticket, agent.agent_id)], [])
+        await commit(leader, 1, [(ticket, agent.agent_id)], [])
     with pytest.raises(Fenced):
         await leader.release(2, agent.agent_id, [ticket])
     assert await _state(db) == before
@@ -66,5 +77,5 @@ async def test_a_ticket_cannot_be_assigned_and_sold_in_one_batch(leader, make, d
     (ticket,) = await make.tickets(1)
     before = await _state(db)
     with pytest.raises(Diverged):
-        await leader.commit_batch(1, [(ticket, agent.agent_id)], [(ticket, agent.agent_id)])
+        await commit(leader, 1, [(ticket, agent.agent_id)], [(ticket, agent.agent_id)])
     assert await _state(db) == before

@@ -265,3 +265,59 @@ async def _disarm(kind: str, db: asyncpg.Connection, proxy: Proxy) -> None:
     elif kind == "not_valid_check":
         await db.execute("ALTER TABLE tickets DROP CONSTRAINT drill_no_sale")
     proxy.disarm()
+
+
+async def test_a_batch_decided_on_top_of_a_failed_one_is_decided_again_not_failed(
+    client, database_url: str, db: asyncpg.Connection, make: Factory
+):
+    """While batch N commits, the next is decided ahead (pipelining). When N fails, the
+    batch built on its decisions was never sent: its commands go back to the inbox and,
+    after the reload, are decided again from what the database holds — 200, not 503."""
+    dispatcher = client.app[DISPATCHER]
+    await dispatcher.leading.wait()
+    first, second, third = [await make.agent(capacity=2) for _ in range(3)]
+    # Only agents the dispatcher knows are decided ahead: a first trade each teaches it.
+    await make.tickets(6)
+    await until(lambda: dispatcher.queue_length == 6, timeout_s=3, what="warm-up tickets queued")
+    for actor in (first, second, third):
+        held = [t["id"] for t in await dispatcher.fetch(actor.agent_id)]
+        await dispatcher.sell(actor.agent_id, held)
+    ids = await make.tickets(10)
+    await until(
+        lambda: dispatcher.queue_length == 10, timeout_s=3, what="the new tickets are queued"
+    )
+    leader_pid = await db.fetchval("SELECT holder_pid FROM dispatcher_leadership")
+    failed_before = dispatcher.stats.failed_commits
+    locker = await asyncpg.connect(database_url)
+    try:
+        await locker.execute("BEGIN; LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+        doomed = asyncio.create_task(dispatcher.fetch(first.agent_id))
+        await until(
+            lambda: _waits_on_lock(db, leader_pid),
+            timeout_s=3,
+            what="the first batch blocks on the tickets lock",
+        )
+        ahead = [
+            asyncio.create_task(dispatcher.fetch(second.agent_id)),
+            asyncio.create_task(dispatcher.fetch(third.agent_id)),
+        ]
+        await until(
+            lambda: dispatcher._ahead.size == 2 and not dispatcher._inbox,
+            timeout_s=3,
+            what="both later fetches are decided ahead, none waits undecided",
+        )
+        # The first batch assigned ids[0:2]; deleting one makes its guarded write diverge.
+        await locker.execute("DELETE FROM tickets WHERE id = $1", ids[0])
+        await locker.execute("COMMIT")
+    finally:
+        await locker.close()
+
+    with pytest.raises(CommitFailed):
+        await asyncio.wait_for(doomed, 10)
+    got = [[t["id"] for t in await asyncio.wait_for(task, 10)] for task in ahead]
+    # Decided again after the reload, in arrival order, from the oldest tickets left.
+    assert got == [ids[1:3], ids[3:5]]
+    assert dispatcher.stats.failed_commits == failed_before + 1
+    assert dispatcher._core.snapshot() == await database_snapshot(db)
+    retried = [t["id"] for t in await dispatcher.fetch(first.agent_id)]
+    assert retried == ids[5:7]
