@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ from bench.harness import (
     CpuMeter,
     Server,
     Template,
+    admin,
     analyze,
     create_database,
     db_now,
@@ -248,6 +251,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cluster.start()
     try:
         server_dsn = cluster.dsn()
+        await admin(
+            server_dsn,
+            "ALTER SYSTEM SET log_checkpoints = on",
+            "ALTER SYSTEM SET log_autovacuum_min_duration = 0",
+            "SELECT pg_reload_conf()",
+        )
         postmaster = await postmaster_pid(server_dsn)
         results["machine"]["postgres"] = await _server_version(server_dsn)
         migrated = "bench_migrated"
@@ -378,6 +387,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["profile"] = run
     finally:
         say("stopping the PostgreSQL cluster")
+        # Its log (checkpoints, autovacuum runs) explains a run's latency tail.
+        with contextlib.suppress(OSError):
+            shutil.copyfile(cluster.log, workdir / "postgres.log")
         cluster.destroy()
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["logs"] = str(workdir)

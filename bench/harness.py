@@ -64,7 +64,7 @@ class Template:
     seed_s: dict[str, float] = field(default_factory=dict)
 
 
-async def _admin(server_dsn: str, *statements: str) -> None:
+async def admin(server_dsn: str, *statements: str) -> None:
     connection = await asyncpg.connect(server_dsn)
     try:
         for statement in statements:
@@ -76,7 +76,7 @@ async def _admin(server_dsn: str, *statements: str) -> None:
 async def create_database(server_dsn: str, name: str, *, template: str | None = None) -> str:
     """A new database (a FILE_COPY clone of `template` when given); returns its DSN."""
     clause = f" TEMPLATE {template} STRATEGY FILE_COPY" if template else ""
-    await _admin(
+    await admin(
         server_dsn,
         f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
         f"CREATE DATABASE {name}{clause}",
@@ -85,11 +85,11 @@ async def create_database(server_dsn: str, name: str, *, template: str | None = 
 
 
 async def analyze(dsn: str, table: str) -> None:
-    await _admin(dsn, f"ANALYZE {table}")
+    await admin(dsn, f"ANALYZE {table}")
 
 
 async def drop_database(server_dsn: str, name: str) -> None:
-    await _admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def seed(
@@ -584,7 +584,7 @@ async def enable_auto_explain(server_dsn: str, database: str, *, slower_than_ms:
         "auto_explain.log_nested_statements": "on",
         "auto_explain.log_parameter_max_length": "0",
     }
-    await _admin(
+    await admin(
         server_dsn,
         *(f"ALTER DATABASE {database} SET {key} = '{value}'" for key, value in settings.items()),
     )
