@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     dispatcher_window_size: int = Field(default=100_000, ge=1000)
     # 500 commands are up to ~7,500 row changes: big enough to share a commit widely, small
     # enough that one statement stays far below the write timeout.
-    dispatcher_max_batch: int = Field(default=500, ge=1)
+    dispatcher_max_batch: int = Field(default=1000, ge=1)
     dispatcher_rescan_interval_s: float = 30.0
     dispatcher_heartbeat_interval_s: float = 0.5
     dispatcher_retry_after_s: int = 1

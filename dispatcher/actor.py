@@ -93,7 +93,7 @@ ADMIN_REPLY_CHANNEL = "dispatcher_admin_reply"
 @dataclass(frozen=True, kw_only=True)
 class DispatcherOptions:
     window_size: int = 100_000
-    max_batch: int = 500
+    max_batch: int = 1000
     # An inbox this deep means the database cannot keep up; refuse fast rather than queue
     # requests that would time out anyway.
     max_inbox: int = 50_000
@@ -110,6 +110,14 @@ class DispatcherOptions:
 
 class LeadershipLost(Exception):
     """The leader connection is gone or stalled; this process must stop deciding."""
+
+
+class _BatchFailed(Exception):
+    """A batch's commit failed (the cause says why); nothing of it was acknowledged."""
+
+    def __init__(self, batch: _Batch) -> None:
+        super().__init__(f"batch {batch.number} failed")
+        self.batch = batch
 
 
 @dataclass
@@ -207,8 +215,10 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._connection: LeaderConnection | None = None
         self._batch_number = 0
-        # The batch being decided while another commits (empty when none is).
+        # The batch being decided while another commits (empty when none is), and the one
+        # the writer is committing.
         self._ahead = _Batch()
+        self._writing = _Batch()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -543,62 +553,97 @@ class Dispatcher:
     async def _trade(
         self, connection: LeaderConnection, waiting: list[_Waiting], *, pipeline: bool = True
     ) -> None:
-        """Decide and commit these trades, then keep the pipeline full: while a batch
-        commits, the commands arriving meanwhile are decided into the next one (when that
-        needs no database read), so its statement goes out the moment the previous one
-        returns instead of PostgreSQL waiting on Python between batches. Each batch is
-        still answered only after its own commit, and one that fails takes the batch
-        decided on top of it back to the inbox, undecided, before memory is reloaded."""
+        """Decide and commit these trades, then keep the pipeline full.
+
+        A writer task commits batch after batch; while one commits, this task decides the
+        commands arriving meanwhile into the next (when that needs no database read). The
+        writer sends that next batch in the same step that receives the previous result,
+        so PostgreSQL does not wait on Python between batches, and hands the committed
+        batch back here to be answered. A batch that fails takes the one decided on top of
+        it back to the inbox, undecided, before memory is reloaded.
+        """
         try:
             await self._guarded(self._prepare(connection, waiting))
             facts = await self._guarded(self._sale_facts(connection, waiting))
         except (StorageError, OSError) as exc:
             raise LeadershipLost(f"preparing a batch failed: {exc!r}") from exc
-        current = _Batch()
-        deferred = [item for item in waiting if not self._decide(current, item, facts)]
+        first = _Batch()
+        deferred = [item for item in waiting if not self._decide(first, item, facts)]
         self._inbox.extendleft(reversed(deferred))
-        ahead = self._ahead = _Batch()
-        commit = self._start_commit(connection, current)
+        self._ahead = _Batch()
+        committed: deque[tuple[_Batch, dict[int, Mapping[str, Any]]]] = deque()
+        writer = asyncio.create_task(self._write(connection, first, committed, pipeline))
+        writer.add_done_callback(lambda _: self._wake.set())
         try:
-            while True:
-                try:
-                    payloads = await self._await_commit(commit, ahead if pipeline else None)
-                except LeadershipLost:
-                    self.stats.failed_commits += 1
-                    raise
-                except Exception as exc:
-                    self.stats.failed_commits += 1
-                    log.warning(
-                        "batch_failed", batch=current.number, size=current.size, error=repr(exc)
-                    )
-                    _settle_all(
-                        current.items(), CommitFailed(retry_after_s=self.options.retry_after_s)
-                    )
-                    self._inbox.extendleft(reversed(ahead.items()))
-                    ahead = self._ahead = _Batch()
-                    await self._after_failure(connection)
-                    return
-                following = self._start_commit(connection, ahead) if ahead.size else None
-                if following is not None:
-                    # Let the new commit's task send its statement before the replies are
-                    # built: PostgreSQL works on it meanwhile.
-                    await asyncio.sleep(0)
-                self._answer(current, payloads)
-                if following is None:
-                    self._ahead = _Batch()
-                    return
-                current, commit = ahead, following
-                ahead = self._ahead = _Batch()
-        except BaseException:
-            # Leadership is going: whoever is still waiting learns it now, not never.
-            if not commit.done():
-                commit.cancel()
-            _settle_all(
-                [*current.items(), *ahead.items()],
-                CommitFailed(retry_after_s=self.options.retry_after_s),
+            while not writer.done():
+                while committed:
+                    self._answer(*committed.popleft())
+                if pipeline:
+                    self._decide_ahead(self._ahead)
+                self._wake.clear()
+                if writer.done() or committed:
+                    continue
+                await self._wake.wait()
+            while committed:
+                self._answer(*committed.popleft())
+            writer.result()
+        except _BatchFailed as failure:
+            self.stats.failed_commits += 1
+            error = failure.__cause__
+            if isinstance(error, LeadershipLost):
+                self._fail_pipeline(failure.batch)
+                raise error from None
+            log.warning(
+                "batch_failed",
+                batch=failure.batch.number,
+                size=failure.batch.size,
+                error=repr(error),
             )
+            _settle_all(
+                failure.batch.items(), CommitFailed(retry_after_s=self.options.retry_after_s)
+            )
+            # Decided on top of the failed batch and never sent: decided again after the
+            # reload, as if they had just arrived.
+            self._inbox.extendleft(reversed(self._ahead.items()))
             self._ahead = _Batch()
+            await self._after_failure(connection)
+        except BaseException:
+            writer.cancel()
+            while committed:
+                self._answer(*committed.popleft())
+            self._fail_pipeline(self._writing)
             raise
+        finally:
+            self._ahead = self._writing = _Batch()
+
+    def _fail_pipeline(self, batch: _Batch) -> None:
+        """Leadership is going: whoever is still waiting learns it now, not never."""
+        error = CommitFailed(retry_after_s=self.options.retry_after_s)
+        _settle_all([*batch.items(), *self._ahead.items()], error)
+        self._ahead = _Batch()
+
+    async def _write(
+        self,
+        connection: LeaderConnection,
+        batch: _Batch,
+        committed: deque[tuple[_Batch, dict[int, Mapping[str, Any]]]],
+        pipeline: bool,
+    ) -> None:
+        """Commit `batch`, then whatever was decided ahead meanwhile, until nothing was."""
+        while True:
+            self._writing = batch
+            self._batch_number += 1
+            batch.number = self._batch_number
+            batch.started = time.perf_counter()
+            try:
+                payloads = await self._commit(connection, batch)
+            except Exception as exc:
+                raise _BatchFailed(batch) from exc
+            committed.append((batch, payloads))
+            self._wake.set()
+            if not pipeline or not self._ahead.size:
+                return
+            batch, self._ahead = self._ahead, _Batch()
 
     def _decide(
         self, batch: _Batch, item: _Waiting, facts: dict[int, TicketFact], *, ahead: bool = False
@@ -649,28 +694,6 @@ class Dispatcher:
             if not self._decide(ahead, item, {}, ahead=True):
                 return
             inbox.popleft()
-
-    def _start_commit(
-        self, connection: LeaderConnection, batch: _Batch
-    ) -> asyncio.Task[dict[int, Mapping[str, Any]]]:
-        self._batch_number += 1
-        batch.number = self._batch_number
-        batch.started = time.perf_counter()
-        task = asyncio.create_task(self._commit(connection, batch))
-        task.add_done_callback(lambda _: self._wake.set())
-        return task
-
-    async def _await_commit(
-        self, commit: asyncio.Task[dict[int, Mapping[str, Any]]], ahead: _Batch | None
-    ) -> dict[int, Mapping[str, Any]]:
-        while not commit.done():
-            if ahead is not None:
-                self._decide_ahead(ahead)
-            self._wake.clear()
-            if commit.done():
-                break
-            await self._wake.wait()
-        return commit.result()
 
     async def _commit(
         self, connection: LeaderConnection, batch: _Batch
