@@ -644,6 +644,7 @@ class Dispatcher:
             if not pipeline or not self._ahead.size:
                 return
             batch, self._ahead = self._ahead, _Batch()
+            self.stats.pipelined += 1
 
     def _decide(
         self, batch: _Batch, item: _Waiting, facts: dict[int, TicketFact], *, ahead: bool = False

@@ -18,6 +18,8 @@ class DispatcherStats:
     assigned: int = 0
     sold: int = 0
     released: int = 0
+    # Batches sent by the writer straight after the previous commit, decided meanwhile.
+    pipelined: int = 0
     reloads: int = 0
     rescans: int = 0
     failed_commits: int = 0

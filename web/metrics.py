@@ -192,6 +192,11 @@ class DispatcherCollector(Collector):
             stats.released,
         )
         yield _counter(
+            "pipelined_batches",
+            "Batches decided while the previous one committed and sent as soon as it returned.",
+            stats.pipelined,
+        )
+        yield _counter(
             "reloads", "Rebuilds of the dispatcher's memory from the database.", stats.reloads
         )
         yield _counter(

@@ -110,6 +110,7 @@ async def test_many_agents_with_retry_storms_keep_every_invariant(client, make, 
     stats = client.app[DISPATCHER].stats
     assert stats.failed_commits == 0
     assert stats.batches < stats.commands, "requests were batched"
+    assert stats.pipelined > 0, "batches were decided while others committed"
 
 
 async def _capacities(db, agents) -> list[int]:
