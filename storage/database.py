@@ -48,6 +48,13 @@ class _Runner:
             await self._target.copy_records_to_table(table, records=records, columns=columns)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs on release beyond asyncpg's own rollback of an open
+    transaction: nothing. Pool connections never LISTEN, take advisory locks or SET anything
+    but the statement timeout above, which asyncpg's default reset (RESET ALL and more, one
+    round trip per release) would drop after the connection's first use."""
+
+
 class Transaction(_Runner):
     pass
 
@@ -70,7 +77,9 @@ class Database(_Runner):
             await connection.execute(f"SET statement_timeout = {timeout_ms}")
 
         with translated():
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, init=init, reset=_keep_session
+            )
         if pool is None:  # pragma: no cover - only when the loop is closing
             raise StorageError("the pool could not be created")
         return cls(pool, dsn)
