@@ -93,6 +93,10 @@ def _json_number(literal: str) -> int | float:
     return float(literal)
 
 
+# One decoder for every request: json.loads with an option builds a new one per call.
+_JSON = json.JSONDecoder(parse_float=_json_number)
+
+
 async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
     """The JSON body validated as `kind`; 400/413/415 with a clear detail otherwise."""
     content_type = request.content_type
@@ -106,7 +110,8 @@ async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
     try:
-        data = json.loads(raw, parse_float=_json_number)
+        # As json.loads(bytes) would: UTF-8, -16 or -32 by the first bytes.
+        data = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
     try:
