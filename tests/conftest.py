@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -58,21 +59,38 @@ def template_ready(server_url: str) -> str:
     return server_url
 
 
+@contextlib.asynccontextmanager
+async def _scratch_database(server: str, *, template: str | None) -> AsyncIterator[str]:
+    """A database of the test's own, dropped afterwards; its URL."""
+    name = f"ts_{uuid.uuid4().hex[:16]}"
+    clone = f" TEMPLATE {template} STRATEGY WAL_LOG" if template else ""
+    connection = await asyncpg.connect(server)
+    try:
+        await connection.execute(f"CREATE DATABASE {name}{clone}")
+    finally:
+        await connection.close()
+    try:
+        yield _with_database(server, name)
+    finally:
+        connection = await asyncpg.connect(server)
+        try:
+            await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await connection.close()
+
+
 @pytest.fixture
 async def database_url(template_ready: str) -> AsyncIterator[str]:
     """A fresh, migrated database of this test's own."""
-    name = f"ts_{uuid.uuid4().hex[:16]}"
-    server = await asyncpg.connect(template_ready)
-    try:
-        await server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY WAL_LOG")
-    finally:
-        await server.close()
-    yield _with_database(template_ready, name)
-    server = await asyncpg.connect(template_ready)
-    try:
-        await server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await server.close()
+    async with _scratch_database(template_ready, template=TEMPLATE) as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A new database with nothing in it, not even schema_migrations."""
+    async with _scratch_database(server_url, template=None) as url:
+        yield url
 
 
 @pytest.fixture

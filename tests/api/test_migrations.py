@@ -4,36 +4,15 @@ processes starting together apply each migration exactly once."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from yarl import URL
 
 from config.settings import Settings
 from storage.migrate import available, migrate
 from web.app import create_app
 
 VERSIONS = [version for version, _ in available()]
-
-
-@pytest.fixture
-async def empty_database(server_url: str) -> AsyncIterator[str]:
-    """A new database with nothing in it, not even schema_migrations."""
-    name = f"ts_empty_{uuid.uuid4().hex[:12]}"
-    server = await asyncpg.connect(server_url)
-    try:
-        await server.execute(f"CREATE DATABASE {name}")
-    finally:
-        await server.close()
-    yield str(URL(server_url).with_path(f"/{name}"))
-    server = await asyncpg.connect(server_url)
-    try:
-        await server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await server.close()
 
 
 async def _app_answers(database_url: str) -> None:

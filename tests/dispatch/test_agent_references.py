@@ -5,14 +5,12 @@ referenced agent is never deleted, renumbered or truncated, also under concurren
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from asyncpg.exceptions import ForeignKeyViolationError, RestrictViolationError
-from yarl import URL
 
 from storage.migrate import available, migrate
 from tests.support.factories import Factory
@@ -21,23 +19,6 @@ WAIT_S = 10
 CONSTRAINT = "tickets_agent_id_fkey"
 
 ASSIGN = "UPDATE tickets SET status = 'assigned', agent_id = $2, assigned_at = now() WHERE id = $1"
-
-
-@pytest.fixture
-async def empty_database(server_url: str) -> AsyncIterator[str]:
-    """A new database with nothing in it, not even schema_migrations."""
-    name = f"ts_empty_{uuid.uuid4().hex[:12]}"
-    server = await asyncpg.connect(server_url)
-    try:
-        await server.execute(f"CREATE DATABASE {name}")
-    finally:
-        await server.close()
-    yield str(URL(server_url).with_path(f"/{name}"))
-    server = await asyncpg.connect(server_url)
-    try:
-        await server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await server.close()
 
 
 @pytest.fixture
