@@ -556,11 +556,11 @@ class Dispatcher:
         """Decide and commit these trades, then keep the pipeline full.
 
         A writer task commits batch after batch; while one commits, this task decides the
-        commands arriving meanwhile into the next (when that needs no database read). The
-        writer sends that next batch in the same step that receives the previous result,
-        so PostgreSQL does not wait on Python between batches, and hands the committed
-        batch back here to be answered. A batch that fails takes the one decided on top of
-        it back to the inbox, undecided, before memory is reloaded.
+        commands arriving meanwhile into the next (when that needs no database read). In
+        the step that receives a result, the writer answers that batch's waiters and sends
+        the next batch, so PostgreSQL does not wait on Python between batches. A batch that
+        fails takes the one decided on top of it back to the inbox, undecided, before
+        memory is reloaded.
         """
         try:
             await self._guarded(self._prepare(connection, waiting))
@@ -571,21 +571,15 @@ class Dispatcher:
         deferred = [item for item in waiting if not self._decide(first, item, facts)]
         self._inbox.extendleft(reversed(deferred))
         self._ahead = _Batch()
-        committed: deque[tuple[_Batch, dict[int, Mapping[str, Any]]]] = deque()
-        writer = asyncio.create_task(self._write(connection, first, committed, pipeline))
+        writer = asyncio.create_task(self._write(connection, first, pipeline))
         writer.add_done_callback(lambda _: self._wake.set())
         try:
             while not writer.done():
-                while committed:
-                    self._answer(*committed.popleft())
                 if pipeline:
                     self._decide_ahead(self._ahead)
                 self._wake.clear()
-                if writer.done() or committed:
-                    continue
-                await self._wake.wait()
-            while committed:
-                self._answer(*committed.popleft())
+                if not writer.done():
+                    await self._wake.wait()
             writer.result()
         except _BatchFailed as failure:
             self.stats.failed_commits += 1
@@ -609,8 +603,6 @@ class Dispatcher:
             await self._after_failure(connection)
         except BaseException:
             writer.cancel()
-            while committed:
-                self._answer(*committed.popleft())
             self._fail_pipeline(self._writing)
             raise
         finally:
@@ -622,14 +614,10 @@ class Dispatcher:
         _settle_all([*batch.items(), *self._ahead.items()], error)
         self._ahead = _Batch()
 
-    async def _write(
-        self,
-        connection: LeaderConnection,
-        batch: _Batch,
-        committed: deque[tuple[_Batch, dict[int, Mapping[str, Any]]]],
-        pipeline: bool,
-    ) -> None:
-        """Commit `batch`, then whatever was decided ahead meanwhile, until nothing was."""
+    async def _write(self, connection: LeaderConnection, batch: _Batch, pipeline: bool) -> None:
+        """Commit and answer `batch`, then whatever was decided ahead meanwhile, until
+        nothing was. Answering before sending the next batch costs PostgreSQL a fraction of
+        a millisecond and saves every waiter a turn of the event loop."""
         while True:
             self._writing = batch
             self._batch_number += 1
@@ -639,8 +627,7 @@ class Dispatcher:
                 payloads = await self._commit(connection, batch)
             except Exception as exc:
                 raise _BatchFailed(batch) from exc
-            committed.append((batch, payloads))
-            self._wake.set()
+            self._answer(batch, payloads)
             if not pipeline or not self._ahead.size:
                 return
             batch, self._ahead = self._ahead, _Batch()
