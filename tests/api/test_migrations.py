@@ -63,4 +63,6 @@ async def test_an_already_migrated_database_starts_unchanged(database_url):
 
 async def test_processes_starting_together_apply_each_migration_once(empty_database):
     results = await asyncio.gather(*(migrate(empty_database) for _ in range(3)))
-    assert sorted(results, key=len) == [[], [], VERSIONS]
+    # Each migration is its own transaction, so the work may be shared out; none twice.
+    applied = [version for result in results for version in result]
+    assert sorted(applied) == VERSIONS

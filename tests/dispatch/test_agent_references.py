@@ -131,7 +131,9 @@ async def test_the_per_ticket_log_reads_back_unchanged_after_regrouping(empty_da
     finally:
         await connection.close()
 
-    assert await migrate(empty_database) == ["0004_lean_dispatch_writes"]
+    versions = [version for version, _ in available()]
+    later = versions[versions.index("0003_ticket_events_at") + 1 :]
+    assert await migrate(empty_database) == later
 
     connection = await asyncpg.connect(empty_database)
     try:
@@ -380,3 +382,29 @@ async def test_an_assignment_waits_for_a_delete_that_rolls_back_then_succeeds(db
     assert await asyncio.wait_for(assign, WAIT_S) == "UPDATE 1"
     row = await db.fetchrow("SELECT status, agent_id FROM tickets WHERE id = $1", ticket)
     assert tuple(row) == ("assigned", agent.agent_id)
+
+
+async def test_the_previous_release_can_still_write_per_ticket_audit_rows(db, make: Factory):
+    """A leader of the previous version, still running during a rolling deploy, logs one row
+    per ticket into ticket_events — inside its batch statement's CTE. The view takes it."""
+    agent = await make.agent()
+    first, second = await make.tickets(2)
+    await db.execute(
+        "WITH assigned AS ("
+        "  UPDATE tickets SET status = 'assigned', agent_id = $3, assigned_at = now()"
+        "  WHERE id = ANY(ARRAY[$1, $2]::bigint[]) RETURNING id, agent_id"
+        "), logged AS ("
+        "  INSERT INTO ticket_events (ticket_id, event, agent_id, epoch, batch)"
+        "  SELECT id, 'assigned', agent_id, 7, 70 FROM assigned"
+        ") SELECT count(*) FROM assigned",
+        first,
+        second,
+        agent.agent_id,
+    )
+    rows = await db.fetch(
+        "SELECT ticket_id, event, agent_id, epoch, batch FROM ticket_events ORDER BY ticket_id"
+    )
+    assert [tuple(r) for r in rows] == [
+        (first, "assigned", agent.agent_id, 7, 70),
+        (second, "assigned", agent.agent_id, 7, 70),
+    ]
