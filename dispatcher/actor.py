@@ -154,6 +154,8 @@ class _Batch:
 
     fetches: list[tuple[_Waiting, Fetched | Rejected]] = field(default_factory=list)
     sells: list[tuple[_Waiting, Sold | Rejected]] = field(default_factory=list)
+    # Every trade in the order it was decided, which is the order it arrived in.
+    arrived: list[_Waiting] = field(default_factory=list)
     assign_ids: list[int] = field(default_factory=list)
     assign_agents: list[int] = field(default_factory=list)
     sell_ids: list[int] = field(default_factory=list)
@@ -169,12 +171,10 @@ class _Batch:
 
     @property
     def size(self) -> int:
-        return len(self.fetches) + len(self.sells)
-
-    def items(self) -> list[_Waiting]:
-        return [item for item, _ in self.fetches] + [item for item, _ in self.sells]
+        return len(self.arrived)
 
     def add_fetch(self, item: _Waiting, fetched: Fetched | Rejected) -> None:
+        self.arrived.append(item)
         self.fetches.append((item, fetched))
         if isinstance(fetched, Fetched):
             self.assign_ids.extend(fetched.assigned)
@@ -184,6 +184,7 @@ class _Batch:
                 self.held_before.update(set(fetched.held).difference(fetched.assigned))
 
     def add_sell(self, item: _Waiting, decision: Sold | Rejected) -> None:
+        self.arrived.append(item)
         self.sells.append((item, decision))
         if isinstance(decision, Sold):
             self.sell_ids.extend(decision.sold)
@@ -546,8 +547,7 @@ class Dispatcher:
                 await self._administer(connection, item)
         except BaseException:
             # Leadership is going: whoever is still waiting learns it now, not never.
-            for item in waiting:
-                _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
+            _settle_all(waiting, self._commit_failed())
             raise
 
     async def _trade(
@@ -593,12 +593,10 @@ class Dispatcher:
                 size=failure.batch.size,
                 error=repr(error),
             )
-            _settle_all(
-                failure.batch.items(), CommitFailed(retry_after_s=self.options.retry_after_s)
-            )
+            _settle_all(failure.batch.arrived, self._commit_failed())
             # Decided on top of the failed batch and never sent: decided again after the
-            # reload, as if they had just arrived.
-            self._inbox.extendleft(reversed(self._ahead.items()))
+            # reload, in the order they arrived, as if they had just arrived.
+            self._inbox.extendleft(reversed(self._ahead.arrived))
             self._ahead = _Batch()
             await self._after_failure(connection)
         except BaseException:
@@ -610,9 +608,10 @@ class Dispatcher:
 
     def _fail_pipeline(self, batch: _Batch) -> None:
         """Leadership is going: whoever is still waiting learns it now, not never."""
-        error = CommitFailed(retry_after_s=self.options.retry_after_s)
-        _settle_all([*batch.items(), *self._ahead.items()], error)
-        self._ahead = _Batch()
+        _settle_all([*batch.arrived, *self._ahead.arrived], self._commit_failed())
+
+    def _commit_failed(self) -> CommitFailed:
+        return CommitFailed(retry_after_s=self.options.retry_after_s)
 
     async def _write(self, connection: LeaderConnection, batch: _Batch, pipeline: bool) -> None:
         """Commit and answer `batch`, then whatever was decided ahead meanwhile, until
@@ -788,7 +787,7 @@ class Dispatcher:
         except Exception as exc:
             self.stats.failed_commits += 1
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))
-            _settle(item, error=CommitFailed(retry_after_s=self.options.retry_after_s))
+            _settle(item, error=self._commit_failed())
             await self._after_failure(connection)
         else:
             _settle(item, result=result)
@@ -851,8 +850,8 @@ class Dispatcher:
         raise TypeError(f"unknown command {command!r}")
 
     def _fail_all(self, error: Exception) -> None:
-        while self._inbox:
-            _settle(self._inbox.popleft(), error=error)
+        _settle_all(self._inbox, error)
+        self._inbox.clear()
 
 
 def _settle_all(items: Iterable[_Waiting], error: BaseException) -> None:

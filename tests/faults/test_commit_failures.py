@@ -272,20 +272,23 @@ async def test_a_batch_decided_on_top_of_a_failed_one_is_decided_again_not_faile
 ):
     """While batch N commits, the next is decided ahead (pipelining). When N fails, the
     batch built on its decisions was never sent: its commands go back to the inbox and,
-    after the reload, are decided again from what the database holds — 200, not 503."""
+    after the reload, are decided again, in the order they arrived, from what the database
+    holds — 200, not 503."""
     dispatcher = client.app[DISPATCHER]
     await dispatcher.leading.wait()
-    first, second, third = [await make.agent(capacity=2) for _ in range(3)]
+    first, second, third, holder = [await make.agent(capacity=2) for _ in range(4)]
     # Only agents the dispatcher knows are decided ahead: a first trade each teaches it.
-    await make.tickets(6)
-    await until(lambda: dispatcher.queue_length == 6, timeout_s=3, what="warm-up tickets queued")
-    for actor in (first, second, third):
+    await make.tickets(8)
+    await until(lambda: dispatcher.queue_length == 8, timeout_s=3, what="warm-up tickets queued")
+    for actor in (first, second, third, holder):
         held = [t["id"] for t in await dispatcher.fetch(actor.agent_id)]
         await dispatcher.sell(actor.agent_id, held)
-    ids = await make.tickets(10)
+    ids = await make.tickets(12)
     await until(
-        lambda: dispatcher.queue_length == 10, timeout_s=3, what="the new tickets are queued"
+        lambda: dispatcher.queue_length == 12, timeout_s=3, what="the new tickets are queued"
     )
+    holding = [t["id"] for t in await dispatcher.fetch(holder.agent_id)]
+    assert holding == ids[0:2]
     leader_pid = await db.fetchval("SELECT holder_pid FROM dispatcher_leadership")
     failed_before = dispatcher.stats.failed_commits
     locker = await asyncpg.connect(database_url)
@@ -301,13 +304,17 @@ async def test_a_batch_decided_on_top_of_a_failed_one_is_decided_again_not_faile
             asyncio.create_task(dispatcher.fetch(second.agent_id)),
             asyncio.create_task(dispatcher.fetch(third.agent_id)),
         ]
+        # A sale, then a fetch by the same agent: decided again in this order, the fetch
+        # tops up after the sale; the other way round it would answer with the sold two.
+        sold = asyncio.create_task(dispatcher.sell(holder.agent_id, holding))
+        topped_up = asyncio.create_task(dispatcher.fetch(holder.agent_id))
         await until(
-            lambda: dispatcher._ahead.size == 2 and not dispatcher._inbox,
+            lambda: dispatcher._ahead.size == 4 and not dispatcher._inbox,
             timeout_s=3,
-            what="both later fetches are decided ahead, none waits undecided",
+            what="all four later commands are decided ahead, none waits undecided",
         )
-        # The first batch assigned ids[0:2]; deleting one makes its guarded write diverge.
-        await locker.execute("DELETE FROM tickets WHERE id = $1", ids[0])
+        # The first batch assigned ids[2:4]; deleting one makes its guarded write diverge.
+        await locker.execute("DELETE FROM tickets WHERE id = $1", ids[2])
         await locker.execute("COMMIT")
     finally:
         await locker.close()
@@ -316,8 +323,10 @@ async def test_a_batch_decided_on_top_of_a_failed_one_is_decided_again_not_faile
         await asyncio.wait_for(doomed, 10)
     got = [[t["id"] for t in await asyncio.wait_for(task, 10)] for task in ahead]
     # Decided again after the reload, in arrival order, from the oldest tickets left.
-    assert got == [ids[1:3], ids[3:5]]
+    assert got == [ids[3:5], ids[5:7]]
+    assert await asyncio.wait_for(sold, 10) == holding
+    assert [t["id"] for t in await asyncio.wait_for(topped_up, 10)] == ids[7:9]
     assert dispatcher.stats.failed_commits == failed_before + 1
     assert dispatcher._core.snapshot() == await database_snapshot(db)
     retried = [t["id"] for t in await dispatcher.fetch(first.agent_id)]
-    assert retried == ids[5:7]
+    assert retried == ids[9:11]
