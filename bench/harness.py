@@ -79,17 +79,15 @@ async def preallocate_wal(server_dsn: str, *, megabytes: int) -> None:
     A fresh cluster has a few; once a run has used them, every 16 MB of WAL needs a new
     zero-filled file, and the commit that creates it waits for that. Switching segments
     creates them; the checkpoint then keeps them for reuse (up to min_wal_size)."""
-    connection = await asyncpg.connect(server_dsn)
-    try:
-        await connection.execute("CREATE TABLE IF NOT EXISTS bench_wal_warmup (n int)")
-        for _ in range(megabytes // 16 + 1):
-            # A switch needs some WAL since the last one: one row is enough.
-            await connection.execute("INSERT INTO bench_wal_warmup VALUES (1)")
-            await connection.execute("SELECT pg_switch_wal()")
-        await connection.execute("DROP TABLE bench_wal_warmup")
-        await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
+    # A switch needs some WAL since the last one: one row is enough.
+    switch = ("INSERT INTO bench_wal_warmup VALUES (1)", "SELECT pg_switch_wal()")
+    await admin(
+        server_dsn,
+        "CREATE TABLE IF NOT EXISTS bench_wal_warmup (n int)",
+        *(statement for _ in range(megabytes // 16 + 1) for statement in switch),
+        "DROP TABLE bench_wal_warmup",
+        "CHECKPOINT",
+    )
 
 
 async def create_database(server_dsn: str, name: str, *, template: str | None = None) -> str:
