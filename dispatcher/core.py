@@ -76,13 +76,14 @@ guard that misses makes the actor reload.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Final
 
-from sortedcontainers import SortedList
+from dispatcher.ticket_queue import TicketQueue
 
 # Enough to cover every uncommitted sale, release and deletion of one batch, by a wide margin.
 RECENT_DEPARTURES: Final = 65_536
@@ -239,9 +240,10 @@ class DispatchCore:
         self._window_size = window_size
         self.low_water = low_water
         self._agents: dict[int, AgentState] = {}
-        self._held: dict[int, SortedList] = {}
+        # agent id -> its tickets, ascending: a plain list, as holdings are a capacity's worth
+        self._held: dict[int, list[int]] = {}
         self._owner: dict[int, int] = {}
-        self._queue = SortedList()
+        self._queue = TicketQueue()
         self._horizon: int | None = None
         # ticket id -> its fate (None: deleted), for tickets that left memory by a decision
         # An OrderedDict, not a dict: evicting the oldest must be O(1), and a plain dict's
@@ -256,11 +258,11 @@ class DispatchCore:
         if len(snapshot.unassigned) > self._window_size:
             raise ValueError(f"{len(snapshot.unassigned)} unassigned ids exceed the window")
         self._agents = dict(snapshot.agents)
-        self._held = {agent_id: SortedList() for agent_id in self._agents}
+        self._held = {agent_id: [] for agent_id in self._agents}
         self._owner = {}
         for agent_id, ids in snapshot.held.items():
             self._hold(agent_id, ids)
-        self._queue = SortedList(snapshot.unassigned)
+        self._queue = TicketQueue(snapshot.unassigned)
         self._horizon = snapshot.horizon
         self._departed = OrderedDict()
 
@@ -329,7 +331,7 @@ class DispatchCore:
         if self._horizon is None:
             raise ValueError("nothing to refill: the queue holds every unassigned ticket")
         _check_ascending(ids, above=self._horizon)
-        self._queue.update(t for t in ids if t not in self._owner)
+        self._queue.add_missing(t for t in ids if t not in self._owner)
         if exhausted:
             self._horizon = None
         elif ids:
@@ -344,7 +346,7 @@ class DispatchCore:
         _check_ascending(ids)
         if horizon is not None and ids and ids[-1] > horizon:
             raise ValueError(f"rescanned id {ids[-1]} is above the horizon {horizon}")
-        self._queue = SortedList(t for t in ids if t not in self._owner)
+        self._queue = TicketQueue(t for t in ids if t not in self._owner)
         self._horizon = horizon
         self._trim()
 
@@ -375,7 +377,7 @@ class DispatchCore:
         if clash:
             raise ValueError(f"tickets {sorted(clash)} are already elsewhere in memory")
         self._agents[agent_id] = state
-        self._held[agent_id] = SortedList()
+        self._held[agent_id] = []
         self._hold(agent_id, set(held))
 
     def set_agent(self, agent_id: int, state: AgentState) -> Released:
@@ -429,18 +431,23 @@ class DispatchCore:
         rejected = self._check_agent(agent_id)
         if rejected is not None:
             return rejected
-        facts = facts or {}
-        verdicts = {
-            t: SELL_VERDICTS[self._where(agent_id, t, facts)] for t in sorted(set(ticket_ids))
-        }
-        refused = {t: v for t, v in verdicts.items() if v not in (SELL, ALREADY_SOLD)}
-        if refused:
-            return Rejected("not_held", refused)
-        sold = tuple(t for t, v in verdicts.items() if v == SELL)
+        asked = sorted(set(ticket_ids))
+        owner = self._owner
+        if all(owner.get(t) == agent_id for t in asked):
+            # The usual sale, every id held by the seller: no verdict table needed.
+            sold, already_sold = tuple(asked), ()
+        else:
+            facts = facts or {}
+            verdicts = {t: SELL_VERDICTS[self._where(agent_id, t, facts)] for t in asked}
+            refused = {t: v for t, v in verdicts.items() if v not in (SELL, ALREADY_SOLD)}
+            if refused:
+                return Rejected("not_held", refused)
+            sold = tuple(t for t, v in verdicts.items() if v == SELL)
+            already_sold = tuple(t for t, v in verdicts.items() if v == ALREADY_SOLD)
         for t in sold:
             self._unhold(t)
-            self._depart(t, TicketFact("sold", agent_id))
-        return Sold(agent_id, sold, tuple(t for t, v in verdicts.items() if v == ALREADY_SOLD))
+        self._depart_all(sold, TicketFact("sold", agent_id))
+        return Sold(agent_id, sold, already_sold)
 
     # ------------------------------------------------------------ internals
 
@@ -472,17 +479,17 @@ class DispatchCore:
         return (fact.status, fact.agent_id == agent_id)
 
     def _hold(self, agent_id: int, ids: Iterable[int]) -> None:
+        held = self._held[agent_id]
+        owner = self._owner
         for t in ids:
-            self._held[agent_id].add(t)
-            self._owner[t] = agent_id
+            insort(held, t)
+            owner[t] = agent_id
 
     def _unhold(self, ticket_id: int) -> None:
         self._held[self._owner.pop(ticket_id)].remove(ticket_id)
 
     def _take_lowest(self, count: int) -> tuple[int, ...]:
-        taken = tuple(self._queue[:count])
-        del self._queue[:count]
-        return taken
+        return self._queue.take_lowest(count)
 
     def _release(self, agent_id: int, ids: tuple[int, ...]) -> Released:
         for t in ids:
@@ -496,9 +503,7 @@ class DispatchCore:
     def _enqueue(self, ids: Iterable[int]) -> None:
         """Queue unassigned ids at their place, except those the window does not cover."""
         horizon = self._horizon
-        self._queue.update(
-            t for t in ids if t not in self._queue and (horizon is None or t <= horizon)
-        )
+        self._queue.add_missing(t for t in ids if horizon is None or t <= horizon)
         self._trim()
 
     def _trim(self) -> None:
@@ -506,16 +511,21 @@ class DispatchCore:
         so that it still bounds what memory holds."""
         excess = len(self._queue) - self._window_size
         if excess > 0:
-            for t in self._queue[-excess:]:
+            for t in self._queue.drop_highest(excess):
                 self._depart(t, _UNASSIGNED)  # the store may still show an uncommitted owner
-            del self._queue[-excess:]
-            self._horizon = self._queue[-1]
+            self._horizon = self._queue.highest()
 
     def _depart(self, ticket_id: int, fate: TicketFact | None) -> None:
-        self._departed[ticket_id] = fate
-        self._departed.move_to_end(ticket_id)  # newest last
-        if len(self._departed) > RECENT_DEPARTURES:
-            self._departed.popitem(last=False)
+        self._depart_all((ticket_id,), fate)
+
+    def _depart_all(self, ticket_ids: Iterable[int], fate: TicketFact | None) -> None:
+        departed = self._departed
+        for t in ticket_ids:
+            if t in departed:
+                departed.move_to_end(t)  # newest last
+            departed[t] = fate
+        for _ in range(len(departed) - RECENT_DEPARTURES):
+            departed.popitem(last=False)
 
     def _fate(self, ticket_id: int) -> str:
         """What a recent decision did to a ticket no longer in memory: 'sold', 'deleted', or

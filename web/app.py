@@ -84,8 +84,11 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
         failures_allowed=settings.login_failures_allowed,
         window_s=settings.login_failure_window_s,
     )
-    app[AUTHENTICATOR] = Authenticator(app[DATABASE], cache_ttl_s=settings.auth_cache_ttl_s)
+    authenticator = Authenticator(app[DATABASE], cache_ttl_s=settings.auth_cache_ttl_s)
+    app[AUTHENTICATOR] = authenticator
+    await authenticator.start()
     yield
+    await authenticator.close()
     passwords.close()
 
 

@@ -31,3 +31,12 @@ FROM api_tokens t
 JOIN users u ON u.id = t.user_id
 LEFT JOIN agents a ON a.user_id = u.id
 WHERE t.key_sha256 = $1
+
+-- auth_principals_by_token_hashes --
+-- The callers behind many tokens at once: the cache's periodic revalidation of keys in use.
+SELECT t.key_sha256, u.id AS user_id, u.username, u.is_staff, u.is_active,
+       a.id AS agent_id, a.is_active AS agent_is_active
+FROM api_tokens t
+JOIN users u ON u.id = t.user_id
+LEFT JOIN agents a ON a.user_id = u.id
+WHERE t.key_sha256 = ANY($1::bytea[])
