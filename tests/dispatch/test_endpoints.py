@@ -175,3 +175,27 @@ async def test_a_sale_of_a_ticket_assigned_in_the_same_batch_waits_for_the_next(
     rows = await db.fetch("SELECT id, status FROM tickets ORDER BY id")
     assert [(r["id"], r["status"]) for r in rows] == [(ids[0], "sold"), (ids[1], "assigned")]
     assert dispatcher.stats.failed_commits == 0
+
+
+async def test_callers_that_go_away_still_get_their_decisions_committed(leading_client, make, db):
+    """A client that disconnects cancels only its own wait: the sale it asked for is still
+    committed, the other callers of the same batches are answered, and the actor goes on."""
+    dispatcher = leading_client.app[DISPATCHER]
+    await make.tickets(40 * 3)
+    agents = [await make.agent(capacity=3) for _ in range(40)]
+    held = {a.agent_id: [t["id"] for t in await fetch(leading_client, a)] for a in agents}
+    leaving, staying = agents[::2], agents[1::2]
+    gone = [asyncio.ensure_future(dispatcher.sell(a.agent_id, held[a.agent_id])) for a in leaving]
+    kept = [asyncio.ensure_future(dispatcher.sell(a.agent_id, held[a.agent_id])) for a in staying]
+    await asyncio.sleep(0)  # every sale is in the inbox
+    for waiting in gone:
+        waiting.cancel()
+    assert await asyncio.gather(*kept) == [held[a.agent_id] for a in staying]
+    # All sales went into the inbox before the actor ran, so they shared these batches: the
+    # abandoned ones are committed by now, before anyone retried them.
+    sold = await db.fetchval("SELECT count(*) FROM tickets WHERE status = 'sold'")
+    assert sold == 40 * 3
+    assert all(waiting.cancelled() for waiting in gone)
+    # A retry by a caller that went away sees its sale done (already sold is a success).
+    for agent in leaving:
+        assert await dispatcher.sell(agent.agent_id, held[agent.agent_id]) == held[agent.agent_id]
