@@ -84,6 +84,29 @@ TARGET_RSS_MB = 300.0
 # ---------------------------------------------------------------- one HTTP run
 
 
+# The dispatcher's own account of its commits: a batch's time runs from sending its statement
+# to having its result back in the actor (round trip and event-loop wait included).
+COMMIT_SECONDS = "ticketsystem_dispatcher_batch_commit_duration_seconds_sum"
+COMMIT_COUNT = "ticketsystem_dispatcher_batch_commit_duration_seconds_count"
+COMMIT_METRICS = (COMMIT_SECONDS, COMMIT_COUNT)
+
+
+def _commit_share(
+    before: dict[str, float], after: dict[str, float], cpu: dict[str, Any]
+) -> dict[str, float] | None:
+    """How busy the leader's one connection was with batch commits over the window: the
+    share of wall time, and the mean commit. None for a server without a dispatcher."""
+    if not all(name in before and name in after for name in COMMIT_METRICS):
+        return None
+    seconds = after[COMMIT_SECONDS] - before[COMMIT_SECONDS]
+    count = after[COMMIT_COUNT] - before[COMMIT_COUNT]
+    return {
+        "busy_share": round(seconds / cpu["wall_s"], 3),
+        "commits_per_s": round(count / cpu["wall_s"], 1),
+        "mean_commit_ms": round(seconds / count * 1000, 2) if count else 0.0,
+    }
+
+
 async def run_http(
     *,
     server_dsn: str,
@@ -152,11 +175,13 @@ async def run_http(
             spy = asyncio.create_task(
                 profiling.record(server.pid, duration_s=duration_s, output=profile_to)
             )
+        commits_before = await server.metric_values(COMMIT_METRICS)
         start = await db_now(dsn)
         meter.start()
         load = await drive(duration_s)
         cpu = meter.stop()
         end = await db_now(dsn)
+        commits = _commit_share(commits_before, await server.metric_values(COMMIT_METRICS), cpu)
         if spy is not None:
             await spy
         rss_mb = round(server.rss() / 2**20, 1)
@@ -202,6 +227,7 @@ async def run_http(
         "starved": load["empty_fetches"] > 0,
         "db": counts,
         "cpu": cpu,
+        "leader_commits": commits,
         "rss_mb": rss_mb,
         "exit_code": exit_code,
         "integrity": checks,
@@ -462,9 +488,10 @@ def markdown(results: dict[str, Any]) -> str:
         out.append(
             "| system | conns | requests/s | tickets sold/s | p50 ms | p90 ms | p99 ms |"
             " errors | CPU cores: server / postgres / load / other"
-            " | write batch mean / p50 / p99: rows (agent-commands) | integrity | id-prefix |"
+            " | write batch mean / p50 / p99: rows (agent-commands)"
+            " | leader connection: busy committing, mean commit | integrity | id-prefix |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|")
         for run in runs:
             cpu = run["cpu"]
             share = _cores(cpu, "server", "postgres", "load", "other")
@@ -476,12 +503,18 @@ def markdown(results: dict[str, Any]) -> str:
                 if run["system"] == "ours"
                 else "1 transaction per request"
             )
+            commits = run.get("leader_commits")
+            leader = (
+                f"{commits['busy_share']:.0%}, {commits['mean_commit_ms']:.1f} ms"
+                if commits
+                else "–"
+            )
             checks = run["integrity"]
             out.append(
                 f"| {run['system']} | {run['connections']} | {run['requests_per_s']:,.0f}"
                 f" | {run['sold_per_s']:,.0f} | {_ms(run['latency_ms'].get('p50'))}"
                 f" | {_ms(run['latency_ms'].get('p90'))} | {_ms(run['latency_ms'].get('p99'))}"
-                f" | {run['errors']['total']} | {share} | {batch}"
+                f" | {run['errors']['total']} | {share} | {batch} | {leader}"
                 f" | {'ok' if checks['ok'] else '**FAILED**'}"
                 f" | {'held' if checks['prefix_ok'] else 'did not hold'}"
                 f"{' (starved!)' if run['starved'] else ''} |"

@@ -425,6 +425,23 @@ class Server:
                 await asyncio.sleep(0.02)
         raise RuntimeError(f"{self.system} was not ready in {timeout_s} s; see {self.log_path}")
 
+    async def metric_values(self, names: Sequence[str]) -> dict[str, float]:
+        """The current value of each unlabelled sample named in `names`, from /metrics
+        (those the server does not expose, e.g. the baseline's dispatcher metrics, are left
+        out)."""
+        wanted = set(names)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(self.url + "/metrics") as response,
+        ):
+            text = await response.text()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in wanted:
+                values[name] = float(value)
+        return values
+
     def log_event_time(self, event: str) -> float | None:
         """Seconds from spawn to the first JSON log line with this event (its own timestamp)."""
         import json

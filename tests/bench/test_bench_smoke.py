@@ -66,6 +66,11 @@ async def test_both_systems_sell_over_http_without_errors(template_ready, templa
     assert ours["integrity"]["prefix_ok"]
     assert ours["integrity"]["batches_out_of_order"] == 0
     assert ours["db"]["batches"] > 0
+    # The leader's commit time comes from its own metrics; the baseline has no dispatcher.
+    commits = ours["leader_commits"]
+    assert commits is not None and 0 < commits["busy_share"] <= 1.0
+    assert commits["commits_per_s"] > 0 and commits["mean_commit_ms"] > 0
+    assert runs[1]["leader_commits"] is None
     report = markdown(
         {
             "started": "now",
