@@ -130,12 +130,19 @@ class Authenticator:
         return _principal(row)
 
     async def _refresh_forever(self) -> None:
+        failing = False  # log a database outage once, not four times a second
         while True:
             await asyncio.sleep(self._ttl_s / 2)
             try:
                 await self.refresh()
             except Exception as error:  # the keys then expire and load one by one
-                log.warning("auth_refresh_failed", error=repr(error))
+                if not failing:
+                    log.warning("auth_refresh_failed", error=repr(error))
+                failing = True
+            else:
+                if failing:
+                    log.info("auth_refresh_recovered")
+                failing = False
 
     async def refresh(self) -> None:
         """Revalidate every cached key used since the last refresh, in one query per chunk.

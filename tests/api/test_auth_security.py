@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp.test_utils import TestClient, TestServer
+import pytest
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from storage.database import Database
 from tests.support.factories import PASSWORD
 from web.app import create_app
+from web.auth import Authenticator
 from web.keys import AUTHENTICATOR, SETTINGS
 
 LOGIN = "/api/auth-token/"
@@ -128,3 +131,27 @@ async def test_keys_in_use_are_revalidated_together_not_one_by_one(client, make)
         await asyncio.sleep(0.05)
     assert authenticator.refreshes - refreshes >= 2
     assert authenticator.loads - loads <= 5
+
+
+async def test_a_refresh_that_fails_never_keeps_a_key_alive(database_url, make):
+    """With the database gone, revalidation fails and the cached key expires on time: the
+    next request must go to the store (and fail), never be served from a stale entry."""
+    user = await make.user()
+    database = await Database.connect(database_url, min_size=1, max_size=2)
+    authenticator = Authenticator(database, cache_ttl_s=1.0)
+    request = make_mocked_request("GET", "/", headers=user.headers)
+    try:
+        assert (await authenticator.principal(request)).user_id == user.user_id
+        await authenticator.refresh()  # valid for one TTL from here
+        assert authenticator.refreshes == 1
+        await asyncio.sleep(0.6)
+        assert (await authenticator.principal(request)).user_id == user.user_id  # still in use
+    finally:
+        await database.close()
+    with pytest.raises(Exception):  # noqa: B017 - any failure of a closed pool will do
+        await authenticator.refresh()
+    await asyncio.sleep(0.6)  # past the good refresh's TTL, within one from the failed one
+    loads = authenticator.loads
+    with pytest.raises(Exception):  # noqa: B017
+        await authenticator.principal(request)
+    assert authenticator.loads == loads + 1  # it went to the store, not to the stale entry
