@@ -29,7 +29,7 @@ from aiohttp import web
 
 from config.logs import configure as configure_logging
 from config.settings import Settings
-from dispatcher.actor import assigned_ticket
+from dispatcher.batch import assigned_ticket
 from storage.errors import translated
 from storage.queries import parse
 from web.app import _database, _security

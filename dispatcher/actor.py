@@ -51,16 +51,16 @@ import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from dispatcher import commands as cmd
+from dispatcher.batch import Batch, Waiting, assigned_ticket, settle, settle_all
 from dispatcher.core import (
     AgentState,
     DispatchCore,
-    Fetched,
     Rejected,
     Snapshot,
     Sold,
@@ -115,17 +115,9 @@ class LeadershipLost(Exception):
 class _BatchFailed(Exception):
     """A batch's commit failed (the cause says why); nothing of it was acknowledged."""
 
-    def __init__(self, batch: _Batch) -> None:
+    def __init__(self, batch: Batch) -> None:
         super().__init__(f"batch {batch.number} failed")
         self.batch = batch
-
-
-@dataclass(slots=True)
-class _Waiting:
-    command: cmd.Command
-    future: asyncio.Future[Any]
-    # Set for requests that came by NOTIFY: the id their answer is published under.
-    reply_id: str | None = None
 
 
 @dataclass
@@ -147,50 +139,6 @@ class _InsertNews:
         return taken
 
 
-@dataclass
-class _Batch:
-    """Trades decided together and written in one statement. The statement's arrays grow
-    as each trade is decided, so nothing is left to build between two commits."""
-
-    fetches: list[tuple[_Waiting, Fetched | Rejected]] = field(default_factory=list)
-    sells: list[tuple[_Waiting, Sold | Rejected]] = field(default_factory=list)
-    # Every trade in the order it was decided, which is the order it arrived in.
-    arrived: list[_Waiting] = field(default_factory=list)
-    assign_ids: list[int] = field(default_factory=list)
-    assign_agents: list[int] = field(default_factory=list)
-    sell_ids: list[int] = field(default_factory=list)
-    sell_agents: list[int] = field(default_factory=list)
-    # What its fetches assign: a sale of these must wait for a later batch.
-    assigned_now: set[int] = field(default_factory=set)
-    # Tickets its fetches answer with that they did not just assign (a retry, a partial
-    # sale): unless this batch assigned them, the commit does not return them.
-    held_before: set[int] = field(default_factory=set)
-    number: int = 0
-    started: float = 0.0
-    committed: float = 0.0
-
-    @property
-    def size(self) -> int:
-        return len(self.arrived)
-
-    def add_fetch(self, item: _Waiting, fetched: Fetched | Rejected) -> None:
-        self.arrived.append(item)
-        self.fetches.append((item, fetched))
-        if isinstance(fetched, Fetched):
-            self.assign_ids.extend(fetched.assigned)
-            self.assign_agents.extend([fetched.agent_id] * len(fetched.assigned))
-            self.assigned_now.update(fetched.assigned)
-            if len(fetched.held) > len(fetched.assigned):
-                self.held_before.update(set(fetched.held).difference(fetched.assigned))
-
-    def add_sell(self, item: _Waiting, decision: Sold | Rejected) -> None:
-        self.arrived.append(item)
-        self.sells.append((item, decision))
-        if isinstance(decision, Sold):
-            self.sell_ids.extend(decision.sold)
-            self.sell_agents.extend([decision.agent_id] * len(decision.sold))
-
-
 class Dispatcher:
     """The dispatcher of this process, leader or standby; see the module docstring."""
 
@@ -209,7 +157,7 @@ class Dispatcher:
         self._core = DispatchCore(
             window_size=window, low_water=max(window // 2, window - options.refill_chunk)
         )
-        self._inbox: deque[_Waiting] = deque()
+        self._inbox: deque[Waiting] = deque()
         self._wake = asyncio.Event()
         self._inserts = _InsertNews()
         self._stopping = False
@@ -218,8 +166,8 @@ class Dispatcher:
         self._batch_number = 0
         # The batch being decided while another commits (empty when none is), and the one
         # the writer is committing.
-        self._ahead = _Batch()
-        self._writing = _Batch()
+        self._ahead = Batch()
+        self._writing = Batch()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -306,10 +254,10 @@ class Dispatcher:
             self.stats.overloaded += 1
             raise Unavailable("The dispatcher is overloaded.", retry_after_s=1)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.append(_Waiting(command, future))
+        self._inbox.append(Waiting(command, future))
         self._wake.set()
         # A caller that goes away (client disconnected) cancels only its own future: the
-        # command stays in the inbox or batch and is committed or not on its own (_settle
+        # command stays in the inbox or batch and is committed or not on its own (settle
         # skips a cancelled future), and a retry sees the outcome. No shield needed, which
         # saves a future and two callbacks per request.
         return await future
@@ -453,7 +401,7 @@ class Dispatcher:
             log.warning("admin_request_refused", payload=payload[:200], error=str(exc))
             return
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.append(_Waiting(command, future, reply_id=reply_id))
+        self._inbox.append(Waiting(command, future, reply_id=reply_id))
         self._wake.set()
 
     # ------------------------------------------------------------ loading
@@ -538,7 +486,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------ a batch
 
-    async def _run_batch(self, connection: LeaderConnection, waiting: list[_Waiting]) -> None:
+    async def _run_batch(self, connection: LeaderConnection, waiting: list[Waiting]) -> None:
         trades = [w for w in waiting if isinstance(w.command, cmd.Fetch | cmd.Sell)]
         admin = [w for w in waiting if not isinstance(w.command, cmd.Fetch | cmd.Sell)]
         try:
@@ -549,11 +497,11 @@ class Dispatcher:
                 await self._administer(connection, item)
         except BaseException:
             # Leadership is going: whoever is still waiting learns it now, not never.
-            _settle_all(waiting, self._commit_failed())
+            settle_all(waiting, self._commit_failed())
             raise
 
     async def _trade(
-        self, connection: LeaderConnection, waiting: list[_Waiting], *, pipeline: bool = True
+        self, connection: LeaderConnection, waiting: list[Waiting], *, pipeline: bool = True
     ) -> None:
         """Decide and commit these trades, then keep the pipeline full.
 
@@ -569,10 +517,10 @@ class Dispatcher:
             facts = await self._guarded(self._sale_facts(connection, waiting))
         except (StorageError, OSError) as exc:
             raise LeadershipLost(f"preparing a batch failed: {exc!r}") from exc
-        first = _Batch()
+        first = Batch()
         deferred = [item for item in waiting if not self._decide(first, item, facts)]
         self._inbox.extendleft(reversed(deferred))
-        self._ahead = _Batch()
+        self._ahead = Batch()
         writer = asyncio.create_task(self._write(connection, first, pipeline))
         writer.add_done_callback(lambda _: self._wake.set())
         try:
@@ -595,27 +543,27 @@ class Dispatcher:
                 size=failure.batch.size,
                 error=repr(error),
             )
-            _settle_all(failure.batch.arrived, self._commit_failed())
+            settle_all(failure.batch.arrived, self._commit_failed())
             # Decided on top of the failed batch and never sent: decided again after the
             # reload, in the order they arrived, as if they had just arrived.
             self._inbox.extendleft(reversed(self._ahead.arrived))
-            self._ahead = _Batch()
+            self._ahead = Batch()
             await self._after_failure(connection)
         except BaseException:
             writer.cancel()
             self._fail_pipeline(self._writing)
             raise
         finally:
-            self._ahead = self._writing = _Batch()
+            self._ahead = self._writing = Batch()
 
-    def _fail_pipeline(self, batch: _Batch) -> None:
+    def _fail_pipeline(self, batch: Batch) -> None:
         """Leadership is going: whoever is still waiting learns it now, not never."""
-        _settle_all([*batch.arrived, *self._ahead.arrived], self._commit_failed())
+        settle_all([*batch.arrived, *self._ahead.arrived], self._commit_failed())
 
     def _commit_failed(self) -> CommitFailed:
         return CommitFailed(retry_after_s=self.options.retry_after_s)
 
-    async def _write(self, connection: LeaderConnection, batch: _Batch, pipeline: bool) -> None:
+    async def _write(self, connection: LeaderConnection, batch: Batch, pipeline: bool) -> None:
         """Commit and answer `batch`, then whatever was decided ahead meanwhile, until
         nothing was. Answering before sending the next batch costs PostgreSQL a fraction of
         a millisecond and saves every waiter a turn of the event loop."""
@@ -631,11 +579,11 @@ class Dispatcher:
             self._answer(batch, payloads)
             if not pipeline or not self._ahead.size:
                 return
-            batch, self._ahead = self._ahead, _Batch()
+            batch, self._ahead = self._ahead, Batch()
             self.stats.pipelined += 1
 
     def _decide(
-        self, batch: _Batch, item: _Waiting, facts: dict[int, TicketFact], *, ahead: bool = False
+        self, batch: Batch, item: Waiting, facts: dict[int, TicketFact], *, ahead: bool = False
     ) -> bool:
         """Decide one trade into the batch; False when it must wait for a later batch.
 
@@ -667,7 +615,7 @@ class Dispatcher:
         batch.add_sell(item, core.sell(command.agent_id, command.ticket_ids, facts))
         return True
 
-    def _decide_ahead(self, ahead: _Batch) -> None:
+    def _decide_ahead(self, ahead: Batch) -> None:
         """Move the inbox's leading trades into the next batch while they need no read.
 
         Stops at the first command that cannot go (an admin command, announced inserts
@@ -685,7 +633,7 @@ class Dispatcher:
             inbox.popleft()
 
     async def _commit(
-        self, connection: LeaderConnection, batch: _Batch
+        self, connection: LeaderConnection, batch: Batch
     ) -> dict[int, Mapping[str, Any]]:
         """Write the batch; returns the payload of every ticket its fetches answer with."""
         payloads: dict[int, Mapping[str, Any]] = {}
@@ -711,7 +659,7 @@ class Dispatcher:
             payloads.update(await self._guarded(connection.payloads(sorted(missing))))
         return payloads
 
-    def _answer(self, batch: _Batch, payloads: dict[int, Mapping[str, Any]]) -> None:
+    def _answer(self, batch: Batch, payloads: dict[int, Mapping[str, Any]]) -> None:
         self.stats.batch_committed(
             size=batch.size,
             assigned=len(batch.assign_ids),
@@ -726,21 +674,21 @@ class Dispatcher:
         )
         for item, fetched in batch.fetches:
             if isinstance(fetched, Rejected):
-                _settle(item, error=AgentNotAllowed())
+                settle(item, error=AgentNotAllowed())
             else:
-                _settle(
+                settle(
                     item,
                     result=[assigned_ticket(payloads[t], fetched.agent_id) for t in fetched.held],
                 )
         for item, sold in batch.sells:
             if isinstance(sold, Sold):
-                _settle(item, result=sorted((*sold.sold, *sold.already_sold)))
+                settle(item, result=sorted((*sold.sold, *sold.already_sold)))
             elif sold.reason == "not_held":
-                _settle(item, error=SellRejected(sold.detail))
+                settle(item, error=SellRejected(sold.detail))
             else:
-                _settle(item, error=AgentNotAllowed())
+                settle(item, error=AgentNotAllowed())
 
-    async def _prepare(self, connection: LeaderConnection, waiting: list[_Waiting]) -> None:
+    async def _prepare(self, connection: LeaderConnection, waiting: list[Waiting]) -> None:
         agent_ids = [w.command.agent_id for w in waiting]  # type: ignore[attr-defined]
         await self._learn_agents(connection, agent_ids)
         fetchers = [w.command.agent_id for w in waiting if isinstance(w.command, cmd.Fetch)]
@@ -752,7 +700,7 @@ class Dispatcher:
         return core.horizon is not None and core.queue_length < core.demand([agent_id])
 
     async def _sale_facts(
-        self, connection: LeaderConnection, waiting: list[_Waiting]
+        self, connection: LeaderConnection, waiting: list[Waiting]
     ) -> dict[int, TicketFact]:
         asked = {
             t for w in waiting if isinstance(w.command, cmd.Sell) for t in w.command.ticket_ids
@@ -774,14 +722,14 @@ class Dispatcher:
 
     # ------------------------------------------------------------ admin commands
 
-    async def _administer(self, connection: LeaderConnection, item: _Waiting) -> None:
+    async def _administer(self, connection: LeaderConnection, item: Waiting) -> None:
         command = item.command
         self._batch_number += 1
         batch = self._batch_number
         try:
             result = await self._guarded(self._admin_step(connection, batch, command))
         except (AgentNotFound, AgentHoldsTickets, TicketNotFound, TicketHeld, Conflict) as exc:
-            _settle(item, error=exc)
+            settle(item, error=exc)
             await self._reply_by_notify(connection, item, {"ok": False, "error": str(exc)})
         except LeadershipLost:
             self.stats.failed_commits += 1
@@ -789,14 +737,14 @@ class Dispatcher:
         except Exception as exc:
             self.stats.failed_commits += 1
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))
-            _settle(item, error=self._commit_failed())
+            settle(item, error=self._commit_failed())
             await self._after_failure(connection)
         else:
-            _settle(item, result=result)
+            settle(item, result=result)
             await self._reply_by_notify(connection, item, {"ok": True, "result": result})
 
     async def _reply_by_notify(
-        self, connection: LeaderConnection, item: _Waiting, answer: dict[str, Any]
+        self, connection: LeaderConnection, item: Waiting, answer: dict[str, Any]
     ) -> None:
         if item.reply_id is not None:
             await self._guarded(
@@ -852,33 +800,5 @@ class Dispatcher:
         raise TypeError(f"unknown command {command!r}")
 
     def _fail_all(self, error: Exception) -> None:
-        _settle_all(self._inbox, error)
+        settle_all(self._inbox, error)
         self._inbox.clear()
-
-
-def _settle_all(items: Iterable[_Waiting], error: BaseException) -> None:
-    for item in items:
-        _settle(item, error=error)
-
-
-def _settle(item: _Waiting, *, result: Any = None, error: BaseException | None = None) -> None:
-    if item.future.done():
-        return
-    if error is not None:
-        item.future.set_exception(error)
-    else:
-        item.future.set_result(result)
-
-
-def assigned_ticket(row: Mapping[str, Any], agent_id: int) -> dict[str, Any]:
-    """A fetch's ticket: the columns read at commit, as it stands once held by the agent."""
-    return {
-        "id": row["id"],
-        "title": row["title"],
-        "description": row["description"],
-        "status": "assigned",
-        "agent": agent_id,
-        "created_at": row["created_at"],
-        "assigned_at": row["assigned_at"],
-        "sold_at": None,
-    }

@@ -35,6 +35,15 @@ async def one_leader(session, servers: list[Server], headers) -> Server:
     raise TimeoutError("no server leads")
 
 
+async def _lock_waiters_reach(db, count: int, *, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while len(await lock_waiters(db)) != count:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 @pytest.mark.slow
 async def test_three_servers_started_together_elect_exactly_one_leader(
     servers, session, make, db, probe, report
@@ -63,7 +72,9 @@ async def test_three_servers_started_together_elect_exactly_one_leader(
         assert claimed["epoch"] == epoch + 1, f"{claimed['epoch'] - epoch} leaders claimed"
         assert leader.owns(claimed["holder"]), (claimed, trio)
         assert await lock_holders(db) == [claimed["holder_pid"]]
-        assert len(await lock_waiters(db)) == 2
+        # A standby answers 503 from the moment it starts waiting for leadership, a moment
+        # before its lock request reaches PostgreSQL: wait (bounded) for both to queue.
+        assert await _lock_waiters_reach(db, 2, within_s=10), await lock_waiters(db)
 
         for server in trio:
             server.kill()
