@@ -152,6 +152,7 @@ class Proxy:
         task = asyncio.current_task()
         assert task is not None
         self._accepting.add(task)
+        linked = False
         try:
             await self._flowing.wait()
             try:
@@ -164,6 +165,7 @@ class Proxy:
             self.connections += 1
             link = _Link(self.connections, client, server)
             self._links.add(link)
+            linked = True
             link.pumps = [
                 asyncio.create_task(self._pump(link, client_reader, server, upstream=True)),
                 asyncio.create_task(self._pump(link, server_reader, client, upstream=False)),
@@ -173,6 +175,10 @@ class Proxy:
             await self._drop(link)
         finally:
             self._accepting.discard(task)
+            if not linked:
+                # Cancelled (close()) before a link owned it: waiting for the flow or in
+                # the middle of connecting upstream. Nothing else will ever close it.
+                client.transport.abort()
 
     async def _pump(
         self,
