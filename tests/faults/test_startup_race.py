@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.faults.drills import leadership, repetitions, summary
+from tests.faults.drills import leadership, repetitions, summary, until
 from tests.support.invariants import Ledger, check_invariants, lock_holders, lock_waiters
 from tests.support.servers import Server
 
@@ -33,15 +33,6 @@ async def one_leader(session, servers: list[Server], headers) -> Server:
             return leading[0]
         await asyncio.sleep(0.02)
     raise TimeoutError("no server leads")
-
-
-async def _lock_waiters_reach(db, count: int, *, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while len(await lock_waiters(db)) != count:
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @pytest.mark.slow
@@ -72,9 +63,13 @@ async def test_three_servers_started_together_elect_exactly_one_leader(
         assert claimed["epoch"] == epoch + 1, f"{claimed['epoch'] - epoch} leaders claimed"
         assert leader.owns(claimed["holder"]), (claimed, trio)
         assert await lock_holders(db) == [claimed["holder_pid"]]
+
         # A standby answers 503 from the moment it starts waiting for leadership, a moment
         # before its lock request reaches PostgreSQL: wait (bounded) for both to queue.
-        assert await _lock_waiters_reach(db, 2, within_s=10), await lock_waiters(db)
+        async def both_standbys_queued() -> bool:
+            return len(await lock_waiters(db)) == 2
+
+        await until(both_standbys_queued, timeout_s=10, what="two standbys waiting for the lock")
 
         for server in trio:
             server.kill()
