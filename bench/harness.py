@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from web.auth import key_digest
@@ -427,20 +428,21 @@ class Server:
 
     async def metric_values(self, names: Sequence[str]) -> dict[str, float]:
         """The current value of each unlabelled sample named in `names`, from /metrics
-        (those the server does not expose, e.g. the baseline's dispatcher metrics, are left
-        out)."""
+        (those the server does not expose are left out: the baseline has no /metrics)."""
         wanted = set(names)
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
             session.get(self.url + "/metrics") as response,
         ):
+            if response.status != 200:
+                return {}
             text = await response.text()
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in wanted:
-                values[name] = float(value)
-        return values
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name in wanted and not sample.labels
+        }
 
     def log_event_time(self, event: str) -> float | None:
         """Seconds from spawn to the first JSON log line with this event (its own timestamp)."""
