@@ -412,7 +412,7 @@ class DispatchCore:
         rejected = self._check_agent(agent_id)
         if rejected is not None:
             return rejected
-        assigned = self._take_lowest(self._room(agent_id))
+        assigned = self._queue.take_lowest(self._room(agent_id))
         self._hold(agent_id, assigned)
         return Fetched(agent_id, self.holdings(agent_id), assigned)
 
@@ -487,9 +487,6 @@ class DispatchCore:
 
     def _unhold(self, ticket_id: int) -> None:
         self._held[self._owner.pop(ticket_id)].remove(ticket_id)
-
-    def _take_lowest(self, count: int) -> tuple[int, ...]:
-        return self._queue.take_lowest(count)
 
     def _release(self, agent_id: int, ids: tuple[int, ...]) -> Released:
         for t in ids:
