@@ -79,3 +79,19 @@ async def test_a_ticket_cannot_be_assigned_and_sold_in_one_batch(leader, make, d
     with pytest.raises(Diverged):
         await commit(leader, 1, [(ticket, agent.agent_id)], [(ticket, agent.agent_id)])
     assert await _state(db) == before
+
+
+@pytest.mark.parametrize("state", ["unassigned", "sold", "deleted"])
+async def test_selling_a_ticket_nobody_holds_rolls_the_whole_batch_back(leader, make, db, state):
+    agent = await make.agent()
+    held, target = await make.tickets(2)
+    await commit(leader, 1, [(held, agent.agent_id)], [])
+    if state == "sold":
+        await commit(leader, 2, [(target, agent.agent_id)], [])
+        await commit(leader, 3, [], [(target, agent.agent_id)])
+    elif state == "deleted":
+        await db.execute("DELETE FROM tickets WHERE id = $1", target)
+    before = await _state(db)
+    with pytest.raises(Diverged):
+        await commit(leader, 4, [], [(held, agent.agent_id), (target, agent.agent_id)])
+    assert await _state(db) == before
