@@ -577,7 +577,13 @@ class Dispatcher:
             except Exception as exc:
                 raise _BatchFailed(batch) from exc
             self._answer(batch, payloads)
-            if not pipeline or not self._ahead.size:
+            if not pipeline:
+                return
+            # Commands that arrived since the deciding task last had its turn (it queues
+            # behind every request handler woken meanwhile): ending the pipeline here
+            # would idle the connection until that task and a fresh batch came round.
+            self._decide_ahead(self._ahead)
+            if not self._ahead.size:
                 return
             batch, self._ahead = self._ahead, Batch()
             self.stats.pipelined += 1
