@@ -123,13 +123,16 @@ TAKEOVER_BOUND_S = 10.0  # the default write_timeout_s (5 s) + a heartbeat + sla
 
 @pytest.mark.slow
 async def test_a_standby_takes_over_from_a_leader_cut_off_by_a_partition(
-    servers, session, database_url, proxy: Proxy, db, probe, report
+    proxy: Proxy, servers, session, database_url, db, probe, report
 ):
     """A partition between the leader and PostgreSQL: nothing flows, nothing closes. The
     leader stops deciding on its own (above); the service as a whole must too come back: the
     standby, which reaches PostgreSQL directly, must take over within a bounded time while
     the partition lasts. That needs PostgreSQL to end the partitioned leader's session (the
-    lock is held by that session, not by the process)."""
+    lock is held by that session, not by the process).
+
+    `proxy` comes first so that it is torn down last, after `servers` has stopped the leader
+    whose connections run through it."""
     (leader,) = servers.spawn(1, DATABASE_URL=proxy.dsn(database_url))
     await leader.wait_ready(session, probe.headers, want="leader")
     (standby,) = await servers.start(session, probe.headers, want="standby")

@@ -22,16 +22,6 @@ from tests.support.servers import Server
 
 STANDBY_STOP_BOUND_S = 3.0
 
-# Every server here runs in a process of its own, so a transport left open in this process
-# belongs to the harness (its HTTP client, its database fixture), never to the product. The
-# likeliest source: a 1 s readiness probe timing out while aiohttp's connector opens a
-# connection to a server still starting, a step that is not cancellation-safe. The garbage
-# collector then warns, and warnings-as-errors failed this drill in CI once, after all its
-# assertions had passed. Drills that run the product in-process still fail on this warning.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:unclosed transport <_SelectorSocketTransport:ResourceWarning"
-)
-
 
 async def one_leader(session, servers: list[Server], headers) -> Server:
     """Wait (bounded) until one server answers 200; return it."""
