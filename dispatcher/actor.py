@@ -215,14 +215,14 @@ class Dispatcher:
         """Every ticket the agent holds after a top-up to its capacity, oldest first (dicts
         with the API ticket's keys). Safe to retry: a repeat returns the same tickets plus any
         top-up. Raises AgentNotAllowed, Unavailable."""
-        result: list[dict[str, Any]] = await self._submit(cmd.Fetch(agent_id))
-        return result
+        rows: list[Mapping[str, Any]] = await self._submit(cmd.Fetch(agent_id))
+        return [assigned_ticket(row, agent_id) for row in rows]
 
     async def sell(self, agent_id: int, ticket_ids: list[int]) -> list[int]:
         """Sell all of ticket_ids, all or nothing (ids already sold by this agent are a no-op
         success); returns them sorted. Raises SellRejected, AgentNotAllowed, Unavailable."""
-        result: list[int] = await self._submit(cmd.Sell(agent_id, tuple(ticket_ids)))
-        return result
+        sold, already_sold = await self._submit(cmd.Sell(agent_id, tuple(ticket_ids)))
+        return sorted((*sold, *already_sold))
 
     async def delete_ticket(self, ticket_id: int) -> None:
         """Delete an unassigned ticket. Raises TicketNotFound, TicketHeld, Unavailable."""
@@ -682,13 +682,12 @@ class Dispatcher:
             if isinstance(fetched, Rejected):
                 settle(item, error=AgentNotAllowed())
             else:
-                settle(
-                    item,
-                    result=[assigned_ticket(payloads[t], fetched.agent_id) for t in fetched.held],
-                )
+                # Rows, not the API's dicts: those are built by each caller's own task, after
+                # the next batch has gone out (fetch() and sell() finish the answers).
+                settle(item, result=[payloads[t] for t in fetched.held])
         for item, sold in batch.sells:
             if isinstance(sold, Sold):
-                settle(item, result=sorted((*sold.sold, *sold.already_sold)))
+                settle(item, result=(sold.sold, sold.already_sold))
             elif sold.reason == "not_held":
                 settle(item, error=SellRejected(sold.detail))
             else:
