@@ -5,9 +5,16 @@
 -- same parser (storage/queries.py) reads them.
 --
 -- Fairness: each statement is one round trip, the queue read walks the product's own partial
--- index `tickets_unassigned_by_id` (status = 'unassigned', in id order), the held read uses
--- `tickets_held_by_agent`, and every assignment and sale is logged exactly like the product
--- does: one ticket_event_groups row per agent and event (epoch 0, batch = the transaction id).
+-- index `tickets_unassigned_by_id` (agent_id IS NULL, in id order), the held read uses an
+-- index of its own (`baseline_indexes`, the one the product had before migration 0006), and
+-- every assignment and sale is logged exactly like the product does: one ticket_event_groups
+-- row per agent and event (epoch 0, batch = the transaction id).
+
+-- baseline_indexes --
+-- Held tickets by agent, which every fetch reads: without it the read walks the agent's sold
+-- tickets too. It makes sales update an index again (no HOT), as the product's did.
+CREATE INDEX IF NOT EXISTS baseline_tickets_held_by_agent
+    ON tickets (agent_id, id) WHERE status = 'assigned'
 
 -- baseline_agent_lock --
 -- Lock the caller's agent row, so two fetches of one agent take turns and the count of held tickets read next is exact.
@@ -22,7 +29,7 @@ WITH held AS (
 ), picked AS (
     SELECT id
     FROM tickets
-    WHERE status = 'unassigned'
+    WHERE agent_id IS NULL
     ORDER BY id
     LIMIT greatest($2::int - (SELECT count(*) FROM held), 0)
     FOR UPDATE SKIP LOCKED

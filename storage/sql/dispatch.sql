@@ -39,11 +39,12 @@ SELECT id, agent_id FROM tickets WHERE status = 'assigned' AND agent_id = ANY($1
 
 -- tickets_unassigned_after --
 -- The next unassigned ids in creation order above an id (0 for the first window).
-SELECT id FROM tickets WHERE status = 'unassigned' AND id > $1 ORDER BY id LIMIT $2
+-- `agent_id IS NULL` means unassigned (a CHECK) and is what the queue's index says (0006).
+SELECT id FROM tickets WHERE agent_id IS NULL AND id > $1 ORDER BY id LIMIT $2
 
 -- tickets_unassigned_between --
 -- Unassigned ids in a range just announced by the insert trigger.
-SELECT id FROM tickets WHERE status = 'unassigned' AND id BETWEEN $1 AND $2 ORDER BY id LIMIT $3
+SELECT id FROM tickets WHERE agent_id IS NULL AND id BETWEEN $1 AND $2 ORDER BY id LIMIT $3
 
 -- tickets_facts_by_ids --
 -- What the store says of tickets the dispatcher no longer tracks (for judging a sale).
@@ -60,9 +61,9 @@ SELECT id, status, agent_id FROM tickets WHERE id = ANY($1::bigint[])
 -- Sales find rows by primary key only, one probe per id, like assignments:
 -- * joining the (ticket, agent) pairs inside the UPDATE let the planner pick a nested loop
 --   over every held ticket on stale statistics;
--- * `status = 'assigned'` would let it hash the whole held index instead (it does while
---   statistics still show few held tickets): the CHECK on status makes the two `<>` mean
---   the same without matching that index's predicate;
+-- * `status = 'assigned'` let it hash the whole held index instead, while statistics still
+--   showed few held tickets (that index is gone since 0006): the CHECK on status makes the
+--   two `<>` mean the same and they match no index predicate;
 -- * `id = ANY($5)` is planned well but costs PostgreSQL 18 a binary search of the array per
 --   index entry read: the dispatcher-only benchmark commits 5-10% fewer changes per second.
 WITH fence AS (

@@ -5,13 +5,14 @@
 -- ops_backlog --
 -- Unassigned tickets, and the oldest one's creation time and age in seconds (null when none).
 SELECT
-    (SELECT count(*) FROM tickets WHERE status = 'unassigned') AS unassigned,
+    (SELECT count(*) FROM tickets WHERE agent_id IS NULL) AS unassigned,
     oldest.created_at AS oldest_created_at,
     extract(epoch FROM now() - oldest.created_at)::float8 AS oldest_age_s
 FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
     -- ids are the creation order (see 0001_initial.sql): the lowest id waited longest.
-    SELECT created_at FROM tickets WHERE status = 'unassigned' ORDER BY id LIMIT 1
+    -- `agent_id IS NULL` is the queue, as its index says (0006).
+    SELECT created_at FROM tickets WHERE agent_id IS NULL ORDER BY id LIMIT 1
 ) AS oldest ON true
 
 -- ops_agents_top --

@@ -38,7 +38,7 @@ ORDER BY id
 LIMIT $1 OFFSET $2
 
 -- tickets_count_by_status --
--- How many tickets have status $1.
+-- How many tickets have status $1 (assigned or sold: unassigned ones have their own query).
 SELECT count(*) FROM tickets WHERE status = $1
 
 -- tickets_page_by_status --
@@ -49,23 +49,27 @@ WHERE status = $1
 ORDER BY id
 LIMIT $2 OFFSET $3
 
+-- tickets_count_unassigned --
+-- How many tickets wait in the queue: its index says `agent_id IS NULL` (0006).
+SELECT count(*) FROM tickets WHERE agent_id IS NULL
+
+-- tickets_page_unassigned --
+-- One page of the queue in id order ($1 limit, $2 offset).
+SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
+FROM tickets
+WHERE agent_id IS NULL
+ORDER BY id
+LIMIT $1 OFFSET $2
+
 -- tickets_count_by_agent --
 -- How many tickets agent $1 has (held or sold), of status $2 when it is not null.
--- One arm per status: each is what one partial index (held, sold) by agent answers.
-SELECT (SELECT count(*) FROM tickets
-        WHERE agent_id = $1 AND status = 'assigned' AND ($2::text IS NULL OR $2 = 'assigned'))
-     + (SELECT count(*) FROM tickets
-        WHERE agent_id = $1 AND status = 'sold' AND ($2::text IS NULL OR $2 = 'sold'))
+SELECT count(*) FROM tickets WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
 
 -- tickets_page_by_agent --
 -- One page of agent $1's tickets (of status $2 when not null) in id order ($3 limit, $4 offset).
--- Two arms, one per partial index, merged in id order.
+-- One index holds an agent's held and sold tickets alike (0006): a status is a filter.
 SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
 FROM tickets
-WHERE agent_id = $1 AND status = 'assigned' AND ($2::text IS NULL OR $2 = 'assigned')
-UNION ALL
-SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
-FROM tickets
-WHERE agent_id = $1 AND status = 'sold' AND ($2::text IS NULL OR $2 = 'sold')
+WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
 ORDER BY id
 LIMIT $3 OFFSET $4

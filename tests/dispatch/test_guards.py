@@ -9,29 +9,7 @@ from __future__ import annotations
 import pytest
 
 from storage.errors import Diverged, Fenced
-from storage.leadership import LeaderConnection
-
-LOCK_KEY = 4242
-
-
-@pytest.fixture
-async def leader(database_url):
-    connection = await LeaderConnection.acquire(
-        database_url, lock_key=LOCK_KEY, holder="test", idle_timeout_s=30
-    )
-    yield connection
-    await connection.close()
-
-
-async def commit(leader, batch: int, assignments: list[tuple], sales: list[tuple]) -> None:
-    """`(ticket, agent)` pairs, as the actor's arrays."""
-    await leader.commit_batch(
-        batch,
-        assign_ids=[t for t, _ in assignments],
-        assign_agents=[a for _, a in assignments],
-        sell_ids=[t for t, _ in sales],
-        sell_agents=[a for _, a in sales],
-    )
+from tests.support.batches import commit
 
 
 async def _state(db) -> list[tuple]:

@@ -66,6 +66,9 @@ async def list_tickets(request: web.Request) -> web.Response:
     if caller.is_admin and query.status is None:
         count = await database.fetchval("tickets_count")
         rows = await database.fetch("tickets_page", *window)
+    elif caller.is_admin and query.status == "unassigned":
+        count = await database.fetchval("tickets_count_unassigned")
+        rows = await database.fetch("tickets_page_unassigned", *window)
     elif caller.is_admin:
         count = await database.fetchval("tickets_count_by_status", query.status)
         rows = await database.fetch("tickets_page_by_status", query.status, *window)
