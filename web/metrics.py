@@ -5,7 +5,8 @@ apps in one process (the tests run a leader and a standby side by side) do not c
 
 - HTTP: the middleware counts every answered request by method, *route pattern* (never the raw
   path: ids and junk URLs would make a series per request) and status, and times it. It sits
-  outside `error_middleware`, so it sees the status of rendered errors too.
+  outside `error_middleware`, so it sees the status of rendered errors too. `HttpCollector`
+  keeps those numbers in plain dicts and builds the families at scrape time.
 - Dispatcher: `DispatcherCollector` reads `Dispatcher.stats` and a few properties at scrape
   time; dispatcher/ knows nothing of Prometheus. The batch histograms are exact: the app
   registers an observer on `stats.batch_observers` (`Metrics.watch`) when its dispatcher starts.
@@ -16,20 +17,23 @@ Keep the README's "Metrics" section in sync with the names and meanings here.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import INF, floatToGoString
 
 if TYPE_CHECKING:
     from dispatcher.actor import Dispatcher
@@ -77,19 +81,8 @@ class Metrics:
     def __init__(self, dispatcher: Callable[[], Dispatcher | None]) -> None:
         """`dispatcher` returns the app's dispatcher, or None before it starts."""
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.http_requests = Counter(
-            f"{PREFIX}_http_requests_total",
-            "HTTP requests answered, by method, route pattern and status code.",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.http_duration = Histogram(
-            f"{PREFIX}_http_request_duration_seconds",
-            "Seconds from receiving an HTTP request to its response, by method and route.",
-            ["method", "route"],
-            registry=self.registry,
-        )
+        self.http = HttpCollector()
+        self.registry.register(self.http)
         self.batch_size = Histogram(
             f"{PREFIX}_dispatcher_batch_size",
             "Commands (fetches and sells) per committed batch.",
@@ -114,20 +107,7 @@ class Metrics:
         stats.batch_observers.append(observe)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        # The labelled children, looked up once per (method, route, status): `.labels()`
-        # validates and locks on every call, a measurable share of a request's CPU.
-        # Keyed by labels, never raw input, so the dict is as bounded as the series are.
-        key = (method_label(method), route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.http_requests.labels(key[0], route, str(status)),
-                self.http_duration.labels(key[0], route),
-            )
-            self._children[key] = children
-        counter, histogram = children
-        counter.inc()
-        histogram.observe(seconds)
+        self.http.observe(method_label(method), route, status, seconds)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
@@ -159,6 +139,56 @@ class Metrics:
                     self.observe_request(request.method, route_label(request), status, elapsed)
 
         return http_metrics_middleware
+
+
+class HttpCollector(Collector):
+    """Requests answered by (method, route, status) and their durations by (method, route).
+
+    Counted in plain dicts on the event loop, where every request and every scrape runs: the
+    library's labelled Counter and Histogram lock and look up their children on each update,
+    which cost the fetch/sell path 10 µs a request (measured under wrk). The labels come from
+    `method_label` and route patterns, never raw input, so the dicts are as bounded as the
+    series are.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS) -> None:
+        self._bounds = tuple(bound for bound in buckets if bound != INF)
+        self._answered: dict[tuple[str, str, int], int] = {}
+        # Per (method, route): a count per bucket (the last one +Inf), then the sum of seconds.
+        self._durations: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        self._answered[key] = self._answered.get(key, 0) + 1
+        timing = self._durations.get((method, route))
+        if timing is None:
+            timing = self._durations[(method, route)] = [0] * (len(self._bounds) + 2)
+        # The first bound >= seconds: buckets are "less than or equal".
+        timing[bisect.bisect_left(self._bounds, seconds)] += 1
+        timing[-1] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        answered = CounterMetricFamily(
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered, by method, route pattern and status code.",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), count in sorted(self._answered.items()):
+            answered.add_metric([method, route, str(status)], count)
+        yield answered
+        durations = HistogramMetricFamily(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Seconds from receiving an HTTP request to its response, by method and route.",
+            labels=["method", "route"],
+        )
+        labels = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]
+        for (method, route), timing in sorted(self._durations.items()):
+            cumulative, buckets = 0.0, []
+            for label, count in zip(labels, timing[:-1], strict=True):
+                cumulative += count
+                buckets.append((label, cumulative))
+            durations.add_metric([method, route], buckets, sum_value=timing[-1])
+        yield durations
 
 
 class DispatcherCollector(Collector):

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 import pydantic
 from aiohttp import web
 
@@ -135,11 +136,26 @@ def path_id(request: web.Request, name: str = "id") -> int:
     return int(raw)
 
 
+# What orjson does not know (pydantic models inside plain data, and the rest) is handed to
+# pydantic, whose output it embeds as is: the bytes are the same as pydantic's throughout.
+def _pydantic_json(value: Any) -> orjson.Fragment:
+    return orjson.Fragment(_adapter(type(value)).dump_json(value))
+
+
+# Z for UTC and str keys for others, as pydantic writes them.
+_ORJSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
 def json_response(data: Any, *, status: int = 200) -> web.Response:
-    """Serialise models (or plain data containing them) as JSON, in pydantic's Rust encoder:
-    on the fetch path this is a quarter of the cost of dumping to Python and json.dumps."""
+    """Serialise models (or plain data containing them) as JSON.
+
+    Plain data goes through orjson, a third of pydantic's cost on a fetch's fifteen tickets
+    (their datetimes are half of it); models through pydantic's own encoder."""
     if isinstance(data, pydantic.BaseModel):
         body = data.model_dump_json().encode()
     else:
-        body = _adapter(type(data)).dump_json(data)
+        try:
+            body = orjson.dumps(data, default=_pydantic_json, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits, which pydantic writes
+            body = _adapter(type(data)).dump_json(data)
     return web.Response(body=body, status=status, content_type="application/json")

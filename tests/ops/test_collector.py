@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher.stats import DispatcherStats
@@ -79,3 +79,44 @@ def test_a_standby_has_no_queue_series_and_no_dispatcher_means_not_leading():
     assert ("ticketsystem_dispatcher_held_tickets", ()) not in standby
     assert standby[("ticketsystem_dispatcher_inbox_depth", ())] == 2
     assert starting == {("ticketsystem_dispatcher_leader", ()): 0}
+
+
+def test_http_series_match_the_librarys_counter_and_histogram():
+    """HttpCollector against prometheus_client's own Counter and Histogram, fed the same
+    requests: every sample but the library's `_created` timestamps is the same."""
+    metrics = Metrics(dispatcher=lambda: None)
+    reference = CollectorRegistry()
+    counter = Counter(
+        "ticketsystem_http_requests", "", ["method", "route", "status"], registry=reference
+    )
+    histogram = Histogram(
+        "ticketsystem_http_request_duration_seconds", "", ["method", "route"], registry=reference
+    )
+    # Bucket bounds themselves (buckets are "<="), between them, zero and beyond the last.
+    durations = [0.0, 0.005, 0.0050001, 0.02, 0.1, 0.75, 1.0, 9.99, 10.0, 42.0]
+    requests = [
+        ("POST", "/api/tickets/fetch_tickets/", 200),
+        ("POST", "/api/tickets/sell_tickets/", 409),
+        ("GET", "unmatched", 404),
+        ("BREW", "unmatched", 405),
+    ]
+    for at, seconds in enumerate(durations * 3):
+        method, route, status = requests[at % len(requests)]
+        metrics.observe_request(method, route, status, seconds)
+        label = method if method != "BREW" else "other"
+        counter.labels(label, route, str(status)).inc()
+        histogram.labels(label, route).observe(seconds)
+
+    ours = {key: value for key, value in scrape(metrics.registry).items() if "_http_" in key[0]}
+    theirs = {key: value for key, value in scrape(reference).items() if "_created" not in key[0]}
+
+    assert ours == theirs
+    assert (
+        ours[
+            (
+                "ticketsystem_http_requests_total",
+                (("method", "other"), ("route", "unmatched"), ("status", "405")),
+            )
+        ]
+        == 7
+    )
