@@ -146,9 +146,9 @@ class HttpCollector(Collector):
 
     Counted in plain dicts on the event loop, where every request and every scrape runs: the
     library's labelled Counter and Histogram lock and look up their children on each update,
-    which cost the fetch/sell path 10 µs a request (measured under wrk). The labels come from
-    `method_label` and route patterns, never raw input, so the dicts are as bounded as the
-    series are.
+    which took 2-8 µs more per request than these dicts (three alternating runs of a bare
+    aiohttp server under wrk). The labels come from `method_label` and route patterns, never
+    raw input, so the dicts are as bounded as the series are.
     """
 
     def __init__(self, buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS) -> None:

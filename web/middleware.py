@@ -41,7 +41,7 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
         response.headers["X-Request-ID"] = request_id
         return response
     finally:
-        # Building the line's fields costs ~5 µs a request even when the level drops it.
+        # Building the line's fields cost several µs a request even when the level dropped it.
         if log.is_enabled_for(logging.INFO):
             log.info(
                 "request",
