@@ -15,16 +15,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from web.metrics import route_label
+
 log = structlog.get_logger("web.access")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 REQUEST_ID = web.RequestKey("request_id", str)
 USER_ID = web.RequestKey("user_id", int)
-
-
-def _route_name(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -46,7 +43,7 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
             log.info(
                 "request",
                 method=request.method,
-                route=_route_name(request),
+                route=route_label(request),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 user_id=request.get(USER_ID),
