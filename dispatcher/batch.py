@@ -16,6 +16,7 @@ from typing import Any
 
 from dispatcher import commands as cmd
 from dispatcher.core import Fetched, Rejected, Sold
+from storage.wire import timestamp_from_text
 
 
 @dataclass(slots=True)
@@ -94,7 +95,7 @@ def assigned_ticket(row: Mapping[str, Any], agent_id: int) -> dict[str, Any]:
         "description": row["description"],
         "status": "assigned",
         "agent": agent_id,
-        "created_at": row["created_at"],
-        "assigned_at": row["assigned_at"],
+        "created_at": timestamp_from_text(row["created_at"]),
+        "assigned_at": timestamp_from_text(row["assigned_at"]),
         "sold_at": None,
     }

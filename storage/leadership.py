@@ -32,6 +32,7 @@ import asyncpg
 
 from storage.errors import DatabaseUnavailable, Diverged, Fenced, StorageError, translated
 from storage.queries import QUERIES
+from storage.wire import as_matrix
 
 
 class NotSafeForLeadership(StorageError):
@@ -79,10 +80,12 @@ class LeaderConnection:
             with translated():
                 # SETs, not startup parameters: a session pooler refuses unknown ones. No
                 # statement timeout: a standby waits inside pg_advisory_lock, unbounded.
+                # DateStyle and TimeZone fix how the batch's timestamps print (storage/wire.py).
                 await connection.execute(
                     "SET statement_timeout = 0;"
                     f" SET idle_session_timeout = {idle_ms};"
-                    f" SET idle_in_transaction_session_timeout = {idle_ms}"
+                    f" SET idle_in_transaction_session_timeout = {idle_ms};"
+                    " SET DateStyle = 'ISO'; SET TimeZone = 'UTC'"
                 )
                 await _check_durability(connection)
                 if on_connected is not None:
@@ -183,6 +186,7 @@ class LeaderConnection:
         return {row["id"]: (row["status"], row["agent_id"]) for row in rows}
 
     async def payloads(self, ids: Sequence[int]) -> dict[int, asyncpg.Record]:
+        """Held tickets' payloads by id, shaped as `commit_batch` returns them."""
         with translated():
             rows = await self._connection.fetch(QUERIES["tickets_payload_by_ids"], list(ids))
         return {row["id"]: row for row in rows}
@@ -200,7 +204,7 @@ class LeaderConnection:
     ) -> dict[int, asyncpg.Record]:
         """Write a batch's assignments and sales (ticket ids, each beside its agent)
         atomically, in one statement and one round trip; returns the newly assigned
-        tickets' payloads by id.
+        tickets' payloads by id, their timestamps as text (`storage.wire.timestamp_from_text`).
 
         No ticket may be in both lists (the statement's parts share one snapshot). Raises
         Fenced, Diverged (nothing written), DatabaseUnavailable (outcome unknown only if the
@@ -211,10 +215,12 @@ class LeaderConnection:
                 QUERIES["tickets_commit_batch"],
                 self.epoch,
                 batch,
-                assign_ids,
-                assign_agents,
-                sell_ids,
-                sell_agents,
+                as_matrix(assign_ids),
+                as_matrix(assign_agents),
+                as_matrix(sell_ids),
+                as_matrix(sell_agents),
+                len(assign_ids),
+                len(sell_ids),
             )
         # Records, not dicts: thousands per batch, read once each by the reply.
         return {row["id"]: row for row in rows if row["id"] is not None}

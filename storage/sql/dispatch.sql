@@ -55,7 +55,7 @@ SELECT id, status, agent_id FROM tickets WHERE id = ANY($1::bigint[])
 -- guarded assignments, guarded sales, their audit events, then dispatcher_guard() aborts it
 -- all unless every count matches what was decided (fence 1; every assignment; every sale,
 -- and each by the agent that holds it). Returns what fetches answer with: one row per
--- assigned ticket (a single row of NULLs when none were).
+-- assigned ticket (a single row of NULLs when none were), timestamps as ISO text.
 -- All parts see one snapshot, so a ticket cannot be assigned and sold in the same batch:
 -- the actor defers such a sale to the next batch.
 -- Sales find rows by primary key only, one probe per id, like assignments:
@@ -66,6 +66,9 @@ SELECT id, status, agent_id FROM tickets WHERE id = ANY($1::bigint[])
 --   two `<>` mean the same and they match no index predicate;
 -- * `id = ANY($5)` is planned well but costs PostgreSQL 18 a binary search of the array per
 --   index entry read: the dispatcher-only benchmark commits 5-10% fewer changes per second.
+-- The id and agent arrays arrive as near-square matrices padded with NULLs at the end
+-- (storage/wire.py says why); unnest reads them in order, a NULL id matches no row, and the
+-- guards count against the decided numbers ($7 assignments, $8 sales), not the arrays.
 WITH fence AS (
     UPDATE dispatcher_leadership SET last_batch = $2 WHERE epoch = $1 RETURNING epoch
 ), assigned AS (
@@ -87,17 +90,17 @@ WITH fence AS (
     SELECT array_agg(id ORDER BY id), 'sold', agent_id, $1, $2 FROM sold GROUP BY agent_id
 ), checked AS (
     SELECT dispatcher_guard('fence', 1, (SELECT count(*) FROM fence))
-         + dispatcher_guard('assign', cardinality($3::bigint[]), (SELECT count(*) FROM assigned))
+         + dispatcher_guard('assign', $7::int, (SELECT count(*) FROM assigned))
          + dispatcher_guard(
                'sell',
-               cardinality($5::bigint[]),
+               $8::int,
                (SELECT count(*)
                 FROM sold AS s
                 JOIN unnest($5::bigint[], $6::bigint[]) AS d(ticket_id, agent_id)
                   ON d.ticket_id = s.id AND d.agent_id = s.agent_id)
            ) AS ok
 )
-SELECT a.id, a.title, a.description, a.created_at, a.assigned_at
+SELECT a.id, a.title, a.description, a.created_at::text, a.assigned_at::text
 FROM checked LEFT JOIN assigned AS a ON true
 
 -- tickets_release_many_if_held --
@@ -145,5 +148,7 @@ RETURNING id, capacity, is_active
 DELETE FROM agents WHERE id = $1 RETURNING id
 
 -- tickets_payload_by_ids --
--- What a fetch answers with, for tickets just committed as held.
-SELECT id, title, description, created_at, assigned_at FROM tickets WHERE id = ANY($1::bigint[])
+-- What a fetch answers with, for tickets just committed as held (as tickets_commit_batch
+-- returns them: timestamps as ISO text).
+SELECT id, title, description, created_at::text, assigned_at::text
+FROM tickets WHERE id = ANY($1::bigint[])
