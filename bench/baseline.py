@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from config.logs import configure as configure_logging
 from config.settings import Settings
+from dispatcher.batch import assigned_ticket
 from storage.errors import translated
 from storage.queries import parse
 from web.app import _database, _security
@@ -59,22 +61,13 @@ async def fetch_tickets(request: web.Request) -> web.Response:
             if agent is None or not agent["is_active"]:
                 raise PermissionDenied("Only active agents may fetch or sell tickets.")
             rows = await connection.fetch(SQL["baseline_fetch_top_up"], agent_id, agent["capacity"])
-    return json_response({"tickets": [_ticket(row, agent_id) for row in rows]})
+    # Timestamps as asyncpg decoded them: the baseline reads its rows as it always has.
+    tickets = [assigned_ticket(row, agent_id, timestamp=_as_decoded) for row in rows]
+    return json_response({"tickets": tickets})
 
 
-def _ticket(row: Any, agent_id: int) -> dict[str, Any]:
-    # The product's fetch answer (dispatcher/batch.py's assigned_ticket), from rows whose
-    # timestamps asyncpg decoded: the baseline reads them as it always has.
-    return {
-        "id": row["id"],
-        "title": row["title"],
-        "description": row["description"],
-        "status": "assigned",
-        "agent": agent_id,
-        "created_at": row["created_at"],
-        "assigned_at": row["assigned_at"],
-        "sold_at": None,
-    }
+def _as_decoded(value: datetime) -> datetime:
+    return value
 
 
 class _Rejected(Exception):

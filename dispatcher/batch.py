@@ -10,8 +10,9 @@ build between two commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from dispatcher import commands as cmd
@@ -87,15 +88,20 @@ def settle(item: Waiting, *, result: Any = None, error: BaseException | None = N
         item.future.set_result(result)
 
 
-def assigned_ticket(row: Mapping[str, Any], agent_id: int) -> dict[str, Any]:
-    """A fetch's ticket: the columns read at commit, as it stands once held by the agent."""
+def assigned_ticket(
+    row: Mapping[str, Any],
+    agent_id: int,
+    timestamp: Callable[[Any], datetime] = timestamp_from_text,
+) -> dict[str, Any]:
+    """A fetch's ticket: the columns read at commit, as it stands once held by the agent.
+    `timestamp` reads the row's timestamps: text from the leader's batch, by default."""
     return {
         "id": row["id"],
         "title": row["title"],
         "description": row["description"],
         "status": "assigned",
         "agent": agent_id,
-        "created_at": timestamp_from_text(row["created_at"]),
-        "assigned_at": timestamp_from_text(row["assigned_at"]),
+        "created_at": timestamp(row["created_at"]),
+        "assigned_at": timestamp(row["assigned_at"]),
         "sold_at": None,
     }
