@@ -27,7 +27,6 @@ function setup(thread)
 end
 
 -- per-thread state (each thread has its own Lua state)
-local auth = {}        -- agent -> "Token <key>"
 local fetch_head = {}  -- agent -> its fetch request up to the X-Request-ID's sequence number
 local sell_head = {}   -- agent -> the same for its sales
 local sell_body = {}   -- agent -> pending sell body, nil when the next step is a fetch
@@ -72,7 +71,6 @@ function init(args)
    for line in io.lines(path) do
       if index >= first and index < first + per and line ~= "" then
          agents = agents + 1
-         auth[agents] = "Token " .. line
          fetch_head[agents] = head_for(FETCH, line, agents)
          sell_head[agents] = head_for(SELL, line, agents)
          push(agents)
@@ -160,7 +158,7 @@ end
 function response(status, headers, body)
    local rid = headers["X-Request-ID"] or headers["x-request-id"]
    local agent = rid and tonumber(string.match(rid, "^(%d+):"))
-   if agent == nil or auth[agent] == nil then
+   if agent == nil or fetch_head[agent] == nil then
       unmatched = unmatched + 1
       return
    end
