@@ -1,0 +1,82 @@
+"""The order of the HTTP runs, and how their rounds are pooled into one ratio per connection count.
+
+The machine drifts: on these shared 2-core VMs the same run can be 10% faster a minute later.
+Measured as ours-then-baseline, a run's drift lands wholly on the ratio. In ABBA order (ours,
+baseline, baseline, ours) a drift that is roughly linear over the four runs gives both systems
+the same mean time, so it cancels out of the pooled ratio; each adjacent pair's own ratio is kept
+beside the pooled one to show how far it moved.
+
+Pure functions over the run dicts that bench.bench produces; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def run_order(systems: Sequence[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, system) for one connection count: each round runs the systems in the order given
+    and the next in reverse, so two rounds of (ours, baseline) are ABBA."""
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    order: list[tuple[int, str]] = []
+    for round_no in range(1, rounds + 1):
+        this_round = systems if round_no % 2 else list(reversed(systems))
+        order.extend((round_no, system) for system in this_round)
+    return order
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """One system at one connection count, over all its rounds."""
+
+    runs: tuple[dict[str, Any], ...]
+
+    @property
+    def sold_per_s(self) -> float:
+        """Tickets sold over the summed measured windows: each round weighs by its length."""
+        window_s = sum(run["window_s"] for run in self.runs)
+        return sum(run["sold"] for run in self.runs) / window_s if window_s else 0.0
+
+    def mean(self, percentile: str) -> float:
+        return sum(run["latency_ms"][percentile] for run in self.runs) / len(self.runs)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    connections: int
+    ours: Pooled
+    baseline: Pooled
+
+    @property
+    def sold_ratio(self) -> float:
+        base = self.baseline.sold_per_s
+        return self.ours.sold_per_s / base if base else float("inf")
+
+    @property
+    def round_ratios(self) -> list[float]:
+        """ours ÷ baseline within each round, whose two runs were measured back to back."""
+        by_round = {run["round"]: run for run in self.baseline.runs}
+        return [
+            run["sold_per_s"] / by_round[run["round"]]["sold_per_s"]
+            for run in self.ours.runs
+            if run["round"] in by_round and by_round[run["round"]]["sold_per_s"]
+        ]
+
+
+def comparisons(runs: Sequence[dict[str, Any]]) -> list[Comparison]:
+    """Ours against the baseline at every connection count both were run at."""
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault((run["system"], run["connections"]), []).append(run)
+    return [
+        Comparison(
+            connections,
+            Pooled(tuple(grouped[("ours", connections)])),
+            Pooled(tuple(grouped[("baseline", connections)])),
+        )
+        for connections in sorted({run["connections"] for run in runs})
+        if ("ours", connections) in grouped and ("baseline", connections) in grouped
+    ]

@@ -1,0 +1,124 @@
+"""The benchmark's run order and pooling: ABBA rounds cancel a machine's linear drift from the
+ratio, and every round of ours must meet the latency, error and integrity targets on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.bench import _targets, markdown
+from bench.rounds import comparisons, run_order
+
+SYSTEMS = ["ours", "baseline"]
+
+
+def _run(system: str, round_no: int, *, sold: float, window_s: float = 20.0, p99: float = 10.0):
+    return {
+        "system": system,
+        "connections": 100,
+        "round": round_no,
+        "window_s": window_s,
+        "sold": sold,
+        "sold_per_s": sold / window_s,
+        "requests_per_s": sold / window_s / 7.5,
+        "latency_ms": {"p50": p99 / 2, "p90": p99 * 0.8, "p99": p99},
+        "errors": {"total": 0},
+        "integrity": {"ok": True, "prefix_ok": True},
+        "cpu": {"wall_s": window_s},
+        "db": {
+            "batch_rows": {"mean": 1, "p50": 1, "p99": 1},
+            "batch_commands": {"mean": 1, "p50": 1, "p99": 1},
+        },
+        "leader_commits": None,
+        "starved": False,
+        "driver": "wrk",
+        "threads": 2,
+    }
+
+
+def test_two_rounds_run_abba_and_three_continue_alternating():
+    assert run_order(SYSTEMS, 1) == [(1, "ours"), (1, "baseline")]
+    assert run_order(SYSTEMS, 2) == [(1, "ours"), (1, "baseline"), (2, "baseline"), (2, "ours")]
+    assert [system for _, system in run_order(SYSTEMS, 3)] == [
+        "ours",
+        "baseline",
+        "baseline",
+        "ours",
+        "ours",
+        "baseline",
+    ]
+    assert run_order(["ours"], 2) == [(1, "ours"), (2, "ours")]
+    with pytest.raises(ValueError):
+        run_order(SYSTEMS, 0)
+
+
+def _measured_under_drift(rounds: int, true_ratio: float, drift: float) -> list[dict[str, Any]]:
+    """Runs in the bench's order on a machine whose speed changes by `drift` per run slot."""
+    runs = []
+    for slot, (round_no, system) in enumerate(run_order(SYSTEMS, rounds)):
+        speed = 1.0 + drift * slot
+        rate = (true_ratio if system == "ours" else 1.0) * 10_000 * speed
+        runs.append(_run(system, round_no, sold=rate * 20.0))
+    return runs
+
+
+@given(
+    true_ratio=st.floats(min_value=1.0, max_value=20.0),
+    drift=st.floats(min_value=-0.2, max_value=0.2),
+)
+def test_a_linear_drift_cancels_from_the_pooled_ratio_of_two_rounds(true_ratio, drift):
+    [comparison] = comparisons(_measured_under_drift(2, true_ratio, drift))
+    assert comparison.sold_ratio == pytest.approx(true_ratio, rel=1e-9)
+
+
+def test_one_round_carries_the_drift_into_the_ratio():
+    # The reason for rounds: ours first, then the baseline on a machine 10% faster.
+    [comparison] = comparisons(_measured_under_drift(1, 5.0, 0.1))
+    assert comparison.sold_ratio == pytest.approx(5.0 / 1.1)
+
+
+def test_pooling_weighs_each_run_by_its_window_and_keeps_each_rounds_own_ratio():
+    runs = [
+        _run("ours", 1, sold=60_000.0, window_s=10.0),
+        _run("baseline", 1, sold=10_000.0, window_s=10.0),
+        _run("baseline", 2, sold=30_000.0, window_s=20.0),
+        _run("ours", 2, sold=80_000.0, window_s=20.0),
+    ]
+    [comparison] = comparisons(runs)
+    assert comparison.ours.sold_per_s == pytest.approx(140_000 / 30)
+    assert comparison.baseline.sold_per_s == pytest.approx(40_000 / 30)
+    assert comparison.sold_ratio == pytest.approx(3.5)
+    assert comparison.round_ratios == pytest.approx([6.0, 80_000 / 30_000])
+
+
+def test_a_system_measured_alone_is_not_compared():
+    assert comparisons([_run("ours", 1, sold=1.0), _run("ours", 2, sold=1.0)]) == []
+
+
+def _report_inputs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "started": "now",
+        "machine": {"cores": 2, "machine": "x", "python": "3"},
+        "settings": {"warmup": 3, "duration": 20, "rounds": 2},
+        "template": {"tickets": 1},
+        "http": runs,
+    }
+
+
+def test_one_slow_round_of_ours_misses_the_p99_target_however_good_the_other():
+    runs = [
+        _run("ours", 1, sold=600_000.0, p99=12.0),
+        _run("baseline", 1, sold=100_000.0, p99=200.0),
+        _run("baseline", 2, sold=100_000.0, p99=200.0),
+        _run("ours", 2, sold=600_000.0, p99=51.0),
+    ]
+    targets = {name: (measured, ok) for name, measured, ok in _targets(_report_inputs(runs))}
+    assert targets["sold/s ≥ 5× baseline @ 100"] == ("6.00×", True)
+    assert targets["p99 < 50 ms @ 100 (every round)"] == ("12.0 / 51.0 ms", False)
+    assert targets["zero errors @ 100 (every round)"] == ("0 / 0", True)
+    report = markdown(_report_inputs(runs))
+    assert "| ours | 100 | 2 |" in report and "| baseline | 100 | 2 |" in report
+    assert "| 100 | 6.00× | 6.00×, 6.00× |" in report
