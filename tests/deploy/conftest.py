@@ -52,11 +52,13 @@ def service_env(database_url: str, **values: str) -> dict[str, str]:
     return env
 
 
-def port_pair() -> int:
-    """A port p with p + 1 free as well (honcho gives web.1 $PORT and web.2 $PORT + 1)."""
+def port_pair(*, type_offset: int = 0) -> int:
+    """A base port p with p + type_offset and the port after it free (honcho gives web.1
+    $PORT and web.2 $PORT + 1, moved on by 100 for each process type listed before web)."""
     for _ in range(50):
         port = free_port()
-        if port < 65535 and _free(port + 1):
+        first = port + type_offset
+        if first + 1 <= 65535 and _free(first) and _free(first + 1):
             return port
     raise RuntimeError("no two consecutive free ports")
 

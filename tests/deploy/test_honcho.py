@@ -188,13 +188,16 @@ async def test_plain_honcho_start_stops_once_the_release_process_is_done(
 ) -> None:
     """`release: tickets migrate` is a one-off (Heroku runs it before a deploy); honcho runs
     it as one more process, and its exit stops the formation: name `web` to leave it out."""
-    runner = honcho(started, tmp_path, database_url, port_pair(), "-c", "web=2")
+    # release comes first in the Procfile, so the web processes get $PORT + 100 and + 101: a
+    # web process that found its port taken would exit first and stop release (rc=-15).
+    base = port_pair(type_offset=100)
+    runner = honcho(started, tmp_path, database_url, base, "-c", "web=2")
     try:
         runner.wait(timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"honcho still running:\n{read(tmp_path)}")
     log = read(tmp_path)
-    assert "release.1 stopped (rc=0)" in log
-    assert "sending SIGTERM to web.1" in log or "web.1 stopped" in log
+    assert "release.1 stopped (rc=0)" in log, log
+    assert "sending SIGTERM to web.1" in log or "web.1 stopped" in log, log
     started.remember_children()
     assert all(gone(pid) for pid in started.children)
