@@ -58,12 +58,17 @@ class Comparison:
     @property
     def round_ratios(self) -> list[float]:
         """ours ÷ baseline within each round, whose two runs were measured back to back."""
-        by_round = {run["round"]: run for run in self.baseline.runs}
+        by_round = {_round(run): run for run in self.baseline.runs}
         return [
-            run["sold_per_s"] / by_round[run["round"]]["sold_per_s"]
+            run["sold_per_s"] / by_round[_round(run)]["sold_per_s"]
             for run in self.ours.runs
-            if run["round"] in by_round and by_round[run["round"]]["sold_per_s"]
+            if _round(run) in by_round and by_round[_round(run)]["sold_per_s"]
         ]
+
+
+def _round(run: dict[str, Any]) -> int:
+    """Results saved before rounds existed had one round."""
+    return int(run.get("round", 1))
 
 
 def comparisons(runs: Sequence[dict[str, Any]]) -> list[Comparison]:
