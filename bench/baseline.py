@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)
     # Exactly what `tickets serve` does (cli/main.py), minus the dispatcher.
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     web.run_app(

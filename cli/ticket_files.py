@@ -229,11 +229,11 @@ class TicketReader:
                 # As in the API: a field that is sent must have its type; null is not "empty".
                 reject(line, _type_problem(item))
                 continue
-            reason = problem(title, description)
-            if reason is None:
+            refusal = problem(title, description)
+            if refusal is None:
                 yield (title, description)
             else:
-                reject(line, reason)
+                reject(line, refusal)
 
 
 def _type_problem(item: dict[str, object]) -> str:

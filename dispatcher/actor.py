@@ -487,8 +487,8 @@ class Dispatcher:
     # ------------------------------------------------------------ a batch
 
     async def _run_batch(self, connection: LeaderConnection, waiting: list[Waiting]) -> None:
-        trades = [w for w in waiting if isinstance(w.command, cmd.Fetch | cmd.Sell)]
-        admin = [w for w in waiting if not isinstance(w.command, cmd.Fetch | cmd.Sell)]
+        trades = [w for w in waiting if isinstance(w.command, cmd.Trade)]
+        admin = [w for w in waiting if not isinstance(w.command, cmd.Trade)]
         try:
             if trades:
                 # Admin commands wait for the trades: no pipelining past them.
@@ -632,7 +632,7 @@ class Dispatcher:
         inbox = self._inbox
         while inbox and ahead.size < self.options.max_batch:
             item = inbox[0]
-            if not isinstance(item.command, cmd.Fetch | cmd.Sell):
+            if not isinstance(item.command, cmd.Trade):
                 return
             if not self._decide(ahead, item, {}, ahead=True):
                 return
@@ -694,7 +694,7 @@ class Dispatcher:
                 settle(item, error=AgentNotAllowed())
 
     async def _prepare(self, connection: LeaderConnection, waiting: list[Waiting]) -> None:
-        agent_ids = [w.command.agent_id for w in waiting]  # type: ignore[attr-defined]
+        agent_ids = [w.command.agent_id for w in waiting if isinstance(w.command, cmd.Trade)]
         await self._learn_agents(connection, agent_ids)
         fetchers = [w.command.agent_id for w in waiting if isinstance(w.command, cmd.Fetch)]
         if fetchers:
@@ -768,7 +768,7 @@ class Dispatcher:
             if not self._core.ticket_removed(command.ticket_id):
                 raise DatabaseUnavailable("memory held a ticket the database had unassigned")
             return None
-        agent_id = command.agent_id  # type: ignore[attr-defined]
+        agent_id = command.agent_id
         await self._learn_agents(connection, [agent_id])
         if not self._core.knows_agent(agent_id):
             raise AgentNotFound()

@@ -39,3 +39,5 @@ class DeleteAgent:
 
 
 Command = Fetch | Sell | DeleteTicket | UpdateAgent | ReleaseAgent | DeleteAgent
+# What agents send, decided into batches; the rest are admin commands, applied one by one.
+Trade = Fetch | Sell

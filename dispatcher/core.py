@@ -433,6 +433,8 @@ class DispatchCore:
             return rejected
         asked = sorted(set(ticket_ids))
         owner = self._owner
+        sold: tuple[int, ...]
+        already_sold: tuple[int, ...]
         if all(owner.get(t) == agent_id for t in asked):
             # The usual sale, every id held by the seller: no verdict table needed.
             sold, already_sold = tuple(asked), ()

@@ -24,7 +24,7 @@ This module owns the SQL; the decisions and the waiting are dispatcher/actor.py'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +106,10 @@ class LeaderConnection:
         """Call `callback` once the connection is closed for any reason."""
         self._connection.add_termination_listener(lambda _connection: callback())
 
-    def on_notification(self, callback: Callable[[str, str], None]) -> Callable[[], Any]:
-        """Register a LISTEN callback (channel, payload); returns the coroutine-starter."""
+    def on_notification(
+        self, callback: Callable[[str, str], None]
+    ) -> Callable[[str], Coroutine[Any, Any, None]]:
+        """Register a LISTEN callback (channel, payload); returns what LISTENs on a channel."""
 
         def listener(_connection: Any, _pid: int, channel: str, payload: str) -> None:
             callback(channel, payload)

@@ -118,7 +118,7 @@ LEAD_DEADLINE_S = 30
 
 
 @pytest.fixture
-async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
+async def client(settings: Settings, aiohttp_client):
     client = await aiohttp_client(create_app(settings))
     # Fetch and sell answer 503 until the dispatcher leads; tests start from a leading server.
     await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), LEAD_DEADLINE_S)
@@ -126,7 +126,7 @@ async def client(settings: Settings, aiohttp_client):  # type: ignore[no-untyped
 
 
 @pytest.fixture
-def serve(settings: Settings, aiohttp_client):  # type: ignore[no-untyped-def]
+def serve(settings: Settings, aiohttp_client):
     """Start the app once the test has arranged its data, so the dispatcher's first snapshot
     holds it (tickets inserted later reach it by NOTIFY, a moment later), and wait until the
     dispatcher leads. (Depending on `settings` first makes the app stop before its database

@@ -184,8 +184,8 @@ class HttpCollector(Collector):
         labels = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]
         for (method, route), timing in sorted(self._durations.items()):
             cumulative, buckets = 0.0, []
-            for label, count in zip(labels, timing[:-1], strict=True):
-                cumulative += count
+            for label, in_bucket in zip(labels, timing[:-1], strict=True):
+                cumulative += in_bucket
                 buckets.append((label, cumulative))
             durations.add_metric([method, route], buckets, sum_value=timing[-1])
         yield durations

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 import pydantic
@@ -30,6 +30,7 @@ from web.middleware import USER_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,15 @@ def _json_number(literal: str) -> int | float:
 _JSON = json.JSONDecoder(parse_float=_json_number)
 
 
-async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
-    """The JSON body validated as `kind`; 400/413/415 with a clear detail otherwise."""
+@overload
+async def parse_body(request: web.Request, kind: type[T]) -> T: ...
+@overload
+async def parse_body(request: web.Request, kind: Any) -> Any: ...
+
+
+async def parse_body(request: web.Request, kind: Any) -> Any:
+    """The JSON body validated as `kind` (a model, or any type pydantic validates: a union
+    of models, `Any`); 400/413/415 with a clear detail otherwise."""
     content_type = request.content_type
     # aiohttp reports a missing Content-Type as application/octet-stream: accept that as JSON.
     json_like = content_type in _JSON_TYPES or content_type.endswith("+json")
@@ -121,9 +129,9 @@ async def parse_body(request: web.Request, kind: type[T] | Any) -> T:
         raise ValidationFailed(validation_detail(error)) from None
 
 
-def parse_query(request: web.Request, model: type[T]) -> T:
+def parse_query(request: web.Request, model: type[Model]) -> Model:
     try:
-        return model.model_validate(dict(request.query))  # type: ignore[attr-defined, no-any-return]
+        return model.model_validate(dict(request.query))
     except pydantic.ValidationError as error:
         raise ValidationFailed(validation_detail(error)) from None
 

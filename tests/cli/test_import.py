@@ -13,7 +13,7 @@ import pytest
 from tests.cli.conftest import Tickets, explain
 
 
-async def stored(db) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+async def stored(db) -> list[tuple[str, str]]:
     """Every ticket as (title, description), in id order."""
     rows = await db.fetch("SELECT title, description FROM tickets ORDER BY id")
     return [(row["title"], row["description"]) for row in rows]

@@ -10,7 +10,7 @@ import pytest
 from cli.ticket_files import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, TicketReader, UnreadableFile
 
 
-def read(data: bytes, file_format: str, *, all_or_nothing: bool = False, keep_bad: int = 20):  # type: ignore[no-untyped-def]
+def read(data: bytes, file_format: str, *, all_or_nothing: bool = False, keep_bad: int = 20):
     reader = TicketReader(io.BytesIO(data), file_format=file_format, keep_bad=keep_bad)
     rows = list(reader.rows(all_or_nothing=all_or_nothing))
     bad = [(row.line, row.reason) for row in reader.bad]

@@ -11,7 +11,7 @@ from tests.support.postgres import free_port
 PASSWORD = "a long enough passphrase"
 
 
-async def superuser(db, username: str):  # type: ignore[no-untyped-def]
+async def superuser(db, username: str):
     return await db.fetchrow(
         "SELECT username, email, password_hash, is_staff, is_active FROM users WHERE username = $1",
         username,

@@ -176,7 +176,7 @@ async def fetch_at(
         return Answer(0, None)
 
 
-async def wait_until(predicate: Any, *, timeout_s: float, what: str, interval_s: float = 0.05):  # type: ignore[no-untyped-def]
+async def wait_until(predicate: Any, *, timeout_s: float, what: str, interval_s: float = 0.05):
     """Poll the async `predicate` until it returns something truthy (returned); bounded."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -43,7 +43,7 @@ from tests.support.factories import Actor
 TAKEOVER_BOUND_S = 10.0
 
 
-def honcho(started: Started, folder: Path, database_url: str, port: int, *args: str):  # type: ignore[no-untyped-def]
+def honcho(started: Started, folder: Path, database_url: str, port: int, *args: str):
     """`honcho start ARGS` on the repository's Procfile, in its own folder, with an empty .env
     (a developer's .env would override the test's DATABASE_URL)."""
     folder.mkdir(parents=True, exist_ok=True)

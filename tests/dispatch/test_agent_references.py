@@ -159,7 +159,9 @@ async def test_the_per_ticket_log_reads_back_unchanged_after_regrouping(empty_da
 
     keys_in_log_order = list(dict.fromkeys((e, bt, ev, ag) for _, ev, ag, e, bt in log))
     assert [key(g) for g in groups] == keys_in_log_order
-    expected_ids = {k: [] for k in keys_in_log_order}
+    expected_ids: dict[tuple[int, int, str, int | None], list[int]] = {
+        k: [] for k in keys_in_log_order
+    }
     for ticket, event, agent, epoch, batch in log:
         expected_ids[(epoch, batch, event, agent)].append(ticket)
     assert {key(g): sorted(g["ticket_ids"]) for g in groups} == {

@@ -55,7 +55,7 @@ def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return add
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     lines = config.stash.get(_REPORT, [])
     if lines:
         terminalreporter.section("fault drill measurements")

@@ -31,6 +31,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,7 @@ import pytest
 import structlog
 
 from config.settings import Settings
+from dispatcher.actor import Dispatcher
 from dispatcher.errors import CommitFailed
 from tests.faults.drills import database_snapshot, repetitions, until
 from tests.support.factories import Actor, Factory
@@ -141,7 +143,7 @@ async def test_every_waiter_of_a_failed_commit_gets_503_and_memory_matches_the_d
                 await locker.execute("BEGIN; LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
                 plugged = asyncio.create_task(dispatcher.fetch(plug.agent_id))
                 await until(
-                    lambda pid=leader["holder_pid"]: _waits_on_lock(db, pid),
+                    partial(_waits_on_lock, db, leader["holder_pid"]),
                     timeout_s=3,
                     what="the plug batch blocks on the tickets lock",
                 )
@@ -163,7 +165,7 @@ async def test_every_waiter_of_a_failed_commit_gets_503_and_memory_matches_the_d
                 ]
                 expected = len(waiters) + len(requests)
                 await until(
-                    lambda expected=expected: dispatcher.inbox_depth == expected,
+                    partial(_inbox_depth_is, dispatcher, expected),
                     timeout_s=3,
                     what="the drill's requests wait in the inbox",
                 )
@@ -176,21 +178,20 @@ async def test_every_waiter_of_a_failed_commit_gets_503_and_memory_matches_the_d
                 await locker.close()
 
             plug_answer = await plugged
+            assert plug.agent_id is not None
             drill.ledger.fetched(plug.agent_id, plug_answer)
             outcomes = await asyncio.gather(*waiters, return_exceptions=True)
             answers = await asyncio.gather(*requests)
             started = time.monotonic()
             if kind.startswith("cut"):
                 await until(
-                    lambda old=leader["epoch"]: (
-                        dispatcher.role == "leader" and dispatcher.epoch > old
-                    ),
+                    partial(_leads_after, dispatcher, leader["epoch"]),
                     timeout_s=10,
                     what=f"{kind}: the dispatcher leads again",
                 )
             else:
                 await until(
-                    lambda old=reloads_before: dispatcher.stats.reloads > old,
+                    partial(_reloaded_since, dispatcher, reloads_before),
                     timeout_s=10,
                     what=f"{kind}: the dispatcher reloads",
                 )
@@ -227,6 +228,18 @@ async def test_every_waiter_of_a_failed_commit_gets_503_and_memory_matches_the_d
         f"recovery (reload or re-lead) after the failed batch: max {max(recoveries):.3f} s;"
         f" proxy connections opened: {proxy.connections}; {counts}"
     )
+
+
+def _inbox_depth_is(dispatcher: Dispatcher, depth: int) -> bool:
+    return dispatcher.inbox_depth == depth
+
+
+def _leads_after(dispatcher: Dispatcher, epoch: int) -> bool:
+    return dispatcher.role == "leader" and (dispatcher.epoch or 0) > epoch
+
+
+def _reloaded_since(dispatcher: Dispatcher, reloads: int) -> bool:
+    return dispatcher.stats.reloads > reloads
 
 
 async def _waits_on_lock(db: asyncpg.Connection, pid: int) -> bool:

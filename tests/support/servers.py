@@ -197,7 +197,7 @@ class Servers:
     def spawn(self, count: int = 1, **env: str) -> list[Server]:
         """Start `count` processes back to back (as close to the same moment as possible)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        prepared = []
+        prepared: list[tuple[str, int, dict[str, str]]] = []
         for _ in range(count):
             name = f"s{len(self.started) + len(prepared) + 1}"
             port = free_port()

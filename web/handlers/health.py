@@ -59,10 +59,13 @@ class Leader(pydantic.BaseModel):
     )
 
 
+NotReady = Literal["database_unavailable", "not_leader", "lock_lost"]
+
+
 class Readiness(pydantic.BaseModel):
     ready: bool
     role: Role = pydantic.Field(description="This process's dispatcher role.")
-    reason: Literal["database_unavailable", "not_leader", "lock_lost"] | None = pydantic.Field(
+    reason: NotReady | None = pydantic.Field(
         description="Why this process is not ready; null when it is."
     )
     leader: Leader | None = pydantic.Field(description="Null when no process holds the lock.")
@@ -120,7 +123,7 @@ def assess(
     else:
         leader = None
     confirmed = leading and record.holder_has_lock and record.epoch == epoch
-    reason = None if confirmed else ("lock_lost" if leading else "not_leader")
+    reason: NotReady | None = None if confirmed else ("lock_lost" if leading else "not_leader")
     return Readiness(
         ready=confirmed,
         role=role,
