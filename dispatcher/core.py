@@ -67,11 +67,11 @@ A decision is only a proposal until the actor commits it: nothing here replies t
 WARNING
 -------
 
-The actor's writes rely on these decisions being exact: ``Fetched.assigned`` is written by
-``tickets_assign_many_if_unassigned``, ``Sold.sold`` by ``tickets_sell_many_if_held``,
-``Released`` by ``tickets_release_many_if_held`` (``storage/sql/dispatch.sql``). Keep those
-guards in sync with this file: they are the fence if memory and store ever disagree, and a
-guard that misses makes the actor reload.
+The actor's writes rely on these decisions being exact: ``Fetched.assigned`` and
+``Sold.sold`` are written together by ``tickets_commit_batch``, ``Released`` by
+``tickets_release_many_if_held`` (``storage/sql/dispatch.sql``). Keep those guards in sync
+with this file: they are the fence if memory and store ever disagree, and a guard that
+misses makes the actor reload.
 """
 
 from __future__ import annotations
