@@ -489,8 +489,9 @@ def markdown(results: dict[str, Any]) -> str:
             f" {settings['duration']:g} s measured, fresh clone of the same"
             f" {results['template']['tickets']:,}-ticket database per run"
             + (
-                f"; {settings['rounds']} rounds per connection count, each in the reverse"
-                " order of the one before, so the machine's drift cancels from the pooled ratio)"
+                f"; {settings['rounds']} rounds per connection count in Thue-Morse order"
+                " (ours first, then reversed as ABBA BAAB…), so the machine's drift cancels from"
+                " the pooled ratio)"
                 if settings.get("rounds", 1) > 1
                 else ")"
             )
@@ -734,13 +735,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="http part: rounds per connection count, each reversing the systems' order, so"
-        " 2 runs ours, baseline, baseline, ours and drift cancels from the pooled ratio"
-        " (default: 2)",
+        default=4,
+        help="http part: rounds per connection count, the systems' order reversed as the"
+        " Thue-Morse sequence says: 4 runs ours, baseline, baseline, ours, baseline, ours,"
+        " ours, baseline, and a drift of the machine cancels from the pooled ratio (default: 4)",
     )
     p.add_argument(
-        "--duration", type=float, default=20.0, help="seconds measured per http run (default: 20)"
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds measured per http run (default: 10; 40 per system and connection count"
+        " over the 4 rounds)",
     )
     p.add_argument(
         "--warmup",
@@ -772,8 +777,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dispatcher-duration",
         type=float,
-        default=None,
-        help="dispatcher part: seconds measured (default: --duration)",
+        default=20.0,
+        help="dispatcher part: seconds measured (default: 20)",
     )
     p.add_argument(
         "--startup-tickets",
@@ -822,8 +827,6 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: report
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
-    if args.dispatcher_duration is None:
-        args.dispatcher_duration = args.duration
     if any(c % args.threads for c in args.connections) and args.driver == "wrk":
         raise SystemExit("--connections must be multiples of --threads (one agent per connection)")
     results = runtime.run(main_async(args))

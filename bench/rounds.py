@@ -3,8 +3,9 @@
 The machine drifts: on these shared 2-core VMs the same run can be 10% faster a minute later.
 Measured as ours-then-baseline, a run's drift lands wholly on the ratio. In ABBA order (ours,
 baseline, baseline, ours) a drift that is roughly linear over the four runs gives both systems
-the same mean time, so it cancels out of the pooled ratio; each adjacent pair's own ratio is kept
-beside the pooled one to show how far it moved.
+the same mean time, so it cancels out of the pooled ratio; ABBA BAAB (four rounds) cancels a
+curved one too, and gives each system the first place once. Each round's own ratio is kept
+beside the pooled one to show how far the machine moved.
 
 Pure functions over the run dicts that bench.bench produces; no I/O.
 """
@@ -17,13 +18,16 @@ from typing import Any
 
 
 def run_order(systems: Sequence[str], rounds: int) -> list[tuple[int, str]]:
-    """(round, system) for one connection count: each round runs the systems in the order given
-    and the next in reverse, so two rounds of (ours, baseline) are ABBA."""
+    """(round, system) for one connection count. Round n runs the systems in the order given
+    or reversed as the Thue-Morse sequence says (the parity of n - 1's one bits): two rounds
+    of (ours, baseline) are ABBA, four are ABBA BAAB, where each system also runs first
+    once in each half."""
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
     order: list[tuple[int, str]] = []
     for round_no in range(1, rounds + 1):
-        this_round = systems if round_no % 2 else list(reversed(systems))
+        reverse = (round_no - 1).bit_count() % 2 == 1
+        this_round = list(reversed(systems)) if reverse else list(systems)
         order.extend((round_no, system) for system in this_round)
     return order
 

@@ -39,17 +39,16 @@ def _run(system: str, round_no: int, *, sold: float, window_s: float = 20.0, p99
     }
 
 
-def test_two_rounds_run_abba_and_three_continue_alternating():
+def _letters(rounds: int) -> str:
+    return "".join("A" if system == "ours" else "B" for _, system in run_order(SYSTEMS, rounds))
+
+
+def test_rounds_follow_the_thue_morse_sequence():
     assert run_order(SYSTEMS, 1) == [(1, "ours"), (1, "baseline")]
     assert run_order(SYSTEMS, 2) == [(1, "ours"), (1, "baseline"), (2, "baseline"), (2, "ours")]
-    assert [system for _, system in run_order(SYSTEMS, 3)] == [
-        "ours",
-        "baseline",
-        "baseline",
-        "ours",
-        "ours",
-        "baseline",
-    ]
+    assert _letters(3) == "ABBABA"
+    assert _letters(4) == "ABBABAAB"
+    assert _letters(8) == "ABBABAABBAABABBA"
     assert run_order(["ours"], 2) == [(1, "ours"), (2, "ours")]
     with pytest.raises(ValueError):
         run_order(SYSTEMS, 0)
@@ -66,12 +65,30 @@ def _measured_under_drift(rounds: int, true_ratio: float, drift: float) -> list[
 
 
 @given(
+    rounds=st.sampled_from([2, 4, 8]),
     true_ratio=st.floats(min_value=1.0, max_value=20.0),
-    drift=st.floats(min_value=-0.2, max_value=0.2),
+    drift=st.floats(min_value=-0.1, max_value=0.1),
 )
-def test_a_linear_drift_cancels_from_the_pooled_ratio_of_two_rounds(true_ratio, drift):
-    [comparison] = comparisons(_measured_under_drift(2, true_ratio, drift))
+def test_a_linear_drift_cancels_from_the_pooled_ratio_of_an_even_number_of_rounds(
+    rounds, true_ratio, drift
+):
+    [comparison] = comparisons(_measured_under_drift(rounds, true_ratio, drift))
     assert comparison.sold_ratio == pytest.approx(true_ratio, rel=1e-9)
+
+
+def test_a_curved_drift_cancels_from_four_rounds_but_not_from_two():
+    def measured(rounds: int) -> list[dict[str, Any]]:
+        runs = []
+        for slot, (round_no, system) in enumerate(run_order(SYSTEMS, rounds)):
+            speed = 1.0 + 0.01 * slot + 0.01 * slot**2
+            rate = (5.0 if system == "ours" else 1.0) * 10_000 * speed
+            runs.append(_run(system, round_no, sold=rate * 20.0))
+        return runs
+
+    [abba] = comparisons(measured(2))
+    assert abba.sold_ratio != pytest.approx(5.0, rel=1e-3)
+    [abba_baab] = comparisons(measured(4))
+    assert abba_baab.sold_ratio == pytest.approx(5.0, rel=1e-9)
 
 
 def test_one_round_carries_the_drift_into_the_ratio():
