@@ -3,6 +3,7 @@ ratio, and every round of ours must meet the latency, error and integrity target
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -54,14 +55,19 @@ def test_rounds_follow_the_thue_morse_sequence():
         run_order(SYSTEMS, 0)
 
 
-def _measured_under_drift(rounds: int, true_ratio: float, drift: float) -> list[dict[str, Any]]:
-    """Runs in the bench's order on a machine whose speed changes by `drift` per run slot."""
+def _measured(
+    rounds: int, true_ratio: float, speed: Callable[[int], float]
+) -> list[dict[str, Any]]:
+    """Runs in the bench's order on a machine whose speed at the n-th run is speed(n)."""
     runs = []
     for slot, (round_no, system) in enumerate(run_order(SYSTEMS, rounds)):
-        speed = 1.0 + drift * slot
-        rate = (true_ratio if system == "ours" else 1.0) * 10_000 * speed
+        rate = (true_ratio if system == "ours" else 1.0) * 10_000 * speed(slot)
         runs.append(_run(system, round_no, sold=rate * 20.0))
     return runs
+
+
+def _measured_under_drift(rounds: int, true_ratio: float, drift: float) -> list[dict[str, Any]]:
+    return _measured(rounds, true_ratio, lambda slot: 1.0 + drift * slot)
 
 
 @given(
@@ -77,17 +83,12 @@ def test_a_linear_drift_cancels_from_the_pooled_ratio_of_an_even_number_of_round
 
 
 def test_a_curved_drift_cancels_from_four_rounds_but_not_from_two():
-    def measured(rounds: int) -> list[dict[str, Any]]:
-        runs = []
-        for slot, (round_no, system) in enumerate(run_order(SYSTEMS, rounds)):
-            speed = 1.0 + 0.01 * slot + 0.01 * slot**2
-            rate = (5.0 if system == "ours" else 1.0) * 10_000 * speed
-            runs.append(_run(system, round_no, sold=rate * 20.0))
-        return runs
+    def curved(slot: int) -> float:
+        return 1.0 + 0.01 * slot + 0.01 * slot**2
 
-    [abba] = comparisons(measured(2))
+    [abba] = comparisons(_measured(2, 5.0, curved))
     assert abba.sold_ratio != pytest.approx(5.0, rel=1e-3)
-    [abba_baab] = comparisons(measured(4))
+    [abba_baab] = comparisons(_measured(4, 5.0, curved))
     assert abba_baab.sold_ratio == pytest.approx(5.0, rel=1e-9)
 
 
