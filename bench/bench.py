@@ -64,7 +64,7 @@ from bench.harness import (
     with_database,
 )
 from bench.load import drive_aiohttp, drive_wrk, wrk_path
-from bench.rounds import comparisons, run_order
+from bench.rounds import by_system_and_connections, comparisons, run_order
 from bench.startup import run_startup
 from cli import runtime
 from config.logs import configure as configure_logging
@@ -629,12 +629,10 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 ratio >= TARGET_SOLD_RATIO,
             )
         )
-    ours_by_connections: dict[int, list[dict[str, Any]]] = {}
-    for run in results["http"]:
-        if run["system"] == "ours":
-            ours_by_connections.setdefault(run["connections"], []).append(run)
     # Every round must meet these on its own: pooling would hide one bad run.
-    for connections, runs in ours_by_connections.items():
+    for (system, connections), runs in by_system_and_connections(results["http"]).items():
+        if system != "ours":
+            continue
         every = " (every round)" if len(runs) > 1 else ""
         p99s = [run["latency_ms"]["p99"] for run in runs]
         rows.append(

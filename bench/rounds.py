@@ -75,11 +75,19 @@ def _round(run: dict[str, Any]) -> int:
     return int(run.get("round", 1))
 
 
-def comparisons(runs: Sequence[dict[str, Any]]) -> list[Comparison]:
-    """Ours against the baseline at every connection count both were run at."""
+def by_system_and_connections(
+    runs: Sequence[dict[str, Any]],
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Each (system, connection count)'s runs, in the order they ran."""
     grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in runs:
         grouped.setdefault((run["system"], run["connections"]), []).append(run)
+    return grouped
+
+
+def comparisons(runs: Sequence[dict[str, Any]]) -> list[Comparison]:
+    """Ours against the baseline at every connection count both were run at."""
+    grouped = by_system_and_connections(runs)
     return [
         Comparison(
             connections,
