@@ -54,6 +54,14 @@ def with_database(dsn: str, database: str) -> str:
 # ---------------------------------------------------------------- databases
 
 
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    """A sample's name with its labels, as the exposition format writes it."""
+    if not labels:
+        return name
+    pairs = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return f"{name}{{{pairs}}}"
+
+
 @dataclass
 class Template:
     """A seeded database to clone from; `tokens[i]` belongs to `agent_ids[i]`."""
@@ -427,8 +435,9 @@ class Server:
         raise RuntimeError(f"{self.system} was not ready in {timeout_s} s; see {self.log_path}")
 
     async def metric_values(self, names: Sequence[str]) -> dict[str, float]:
-        """The current value of each unlabelled sample named in `names`, from /metrics
-        (those the server does not expose are left out: the baseline has no /metrics)."""
+        """The current value of each sample named in `names`, from /metrics (those the
+        server does not expose are left out: the baseline has no /metrics). A labelled
+        sample is named as the exposition format writes it: `name{le="0.05"}`."""
         wanted = set(names)
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
@@ -437,12 +446,12 @@ class Server:
             if response.status != 200:
                 return {}
             text = await response.text()
-        return {
-            sample.name: sample.value
+        values = {
+            sample_key(sample.name, sample.labels): sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name in wanted and not sample.labels
         }
+        return {name: value for name, value in values.items() if name in wanted}
 
     def log_event_time(self, event: str) -> float | None:
         """Seconds from spawn to the first JSON log line with this event (its own timestamp)."""

@@ -70,6 +70,8 @@ async def test_both_systems_sell_over_http_without_errors(template_ready, templa
     commits = ours["leader_commits"]
     assert commits is not None and 0 < commits["busy_share"] <= 1.0
     assert commits["commits_per_s"] > 0 and commits["mean_commit_ms"] > 0
+    # Read from a labelled bucket of the same histogram: a count, never more than all commits.
+    assert 0 <= commits["slow_commits"] <= commits["commits_per_s"] * ours["cpu"]["wall_s"] + 1
     assert runs[1]["leader_commits"] is None
     report = markdown(
         {
@@ -81,6 +83,7 @@ async def test_both_systems_sell_over_http_without_errors(template_ready, templa
         }
     )
     assert "| ours | 4 |" in report and "| baseline | 4 |" in report
+    assert "commits over 50 ms" in report
 
 
 async def test_the_dispatcher_alone_trades_and_copy_is_measured(template_ready, template):
