@@ -6,10 +6,12 @@ from bench.bench import (
     COMMIT_COUNT,
     COMMIT_SECONDS,
     COMMITS_WITHIN_SLOW,
+    SLOW_COMMIT_MS,
     _commit_share,
     _slow_commits,
 )
 from bench.harness import sample_key
+from web.metrics import COMMIT_SECONDS_BUCKETS
 
 WALL = {"wall_s": 10.0}
 
@@ -48,3 +50,8 @@ def test_sample_keys_are_written_as_the_exposition_format_writes_them():
         sample_key("ticketsystem_dispatcher_batch_commit_duration_seconds_bucket", {"le": "0.05"})
         == COMMITS_WITHIN_SLOW
     )
+
+
+def test_the_slow_bound_is_a_bucket_the_server_exports():
+    # Otherwise the bucket is missing from every scrape and runs have no account at all.
+    assert SLOW_COMMIT_MS / 1000 in COMMIT_SECONDS_BUCKETS
