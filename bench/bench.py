@@ -483,6 +483,15 @@ def _cores(cpu: dict[str, float], *names: str) -> str:
     return " / ".join(f"{cpu.get(f'{name}_cpu_s', 0.0) / wall:.2f}" for name in names)
 
 
+def _server_us_per_request(run: dict[str, Any]) -> str:
+    """The server process's CPU per request: how fast this machine's one core runs the
+    service's Python. Ours is bound by it, so it explains a run's throughput where the
+    cores column cannot (a slow machine shows as more µs, not as more cores)."""
+    requests = run.get("requests") or 0
+    server_s = run["cpu"].get("server_cpu_s")
+    return "–" if not requests or server_s is None else f"{server_s / requests * 1e6:,.0f}"
+
+
 def _mark(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -518,12 +527,12 @@ def markdown(results: dict[str, Any]) -> str:
         out.append("")
         out.append(
             "| system | conns | round | requests/s | tickets sold/s | p50 ms | p90 ms | p99 ms |"
-            " errors | CPU cores: server / postgres / load / other"
+            " errors | CPU cores: server / postgres / load / other | server CPU µs per request"
             " | write batch mean / p50 / p99: rows (agent-commands)"
             f" | leader connection: busy committing, mean commit, commits over {SLOW_COMMIT_MS} ms"
             " | integrity | id-prefix |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---|")
         for run in runs:
             cpu = run["cpu"]
             share = _cores(cpu, "server", "postgres", "load", "other")
@@ -548,7 +557,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f" | {run['requests_per_s']:,.0f}"
                 f" | {run['sold_per_s']:,.0f} | {_ms(run['latency_ms'].get('p50'))}"
                 f" | {_ms(run['latency_ms'].get('p90'))} | {_ms(run['latency_ms'].get('p99'))}"
-                f" | {run['errors']['total']} | {share} | {batch} | {leader}"
+                f" | {run['errors']['total']} | {share} | {_server_us_per_request(run)}"
+                f" | {batch} | {leader}"
                 f" | {'ok' if checks['ok'] else '**FAILED**'}"
                 f" | {'held' if checks['prefix_ok'] else 'did not hold'}"
                 f"{' (starved!)' if run['starved'] else ''} |"

@@ -84,6 +84,7 @@ async def test_both_systems_sell_over_http_without_errors(template_ready, templa
     )
     assert "| ours | 4 |" in report and "| baseline | 4 |" in report
     assert "commits over 50 ms" in report
+    assert "server CPU µs per request" in report
 
 
 async def test_the_dispatcher_alone_trades_and_copy_is_measured(template_ready, template):

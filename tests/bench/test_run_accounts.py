@@ -1,4 +1,5 @@
-"""The leader connection's account of a run, from two scrapes of the server's /metrics."""
+"""What the report says of each run beside its throughput: the leader connection's commits, from
+two scrapes of the server's /metrics, and the server's CPU per request."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from bench.bench import (
     COMMITS_WITHIN_SLOW,
     SLOW_COMMIT_MS,
     _commit_share,
+    _server_us_per_request,
     _slow_commits,
 )
 from bench.harness import sample_key
@@ -55,3 +57,10 @@ def test_sample_keys_are_written_as_the_exposition_format_writes_them():
 def test_the_slow_bound_is_a_bucket_the_server_exports():
     # Otherwise the bucket is missing from every scrape and runs have no account at all.
     assert SLOW_COMMIT_MS / 1000 in COMMIT_SECONDS_BUCKETS
+
+
+def test_server_cpu_per_request_is_the_process_cpu_over_the_requests_it_answered():
+    run = {"requests": 50_000, "cpu": {"server_cpu_s": 6.5, "wall_s": 10.0}}
+    assert _server_us_per_request(run) == "130"
+    assert _server_us_per_request({"requests": 0, "cpu": {"server_cpu_s": 1.0}}) == "–"
+    assert _server_us_per_request({"requests": 10, "cpu": {}}) == "–"
