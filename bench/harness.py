@@ -54,14 +54,6 @@ def with_database(dsn: str, database: str) -> str:
 # ---------------------------------------------------------------- databases
 
 
-def sample_key(name: str, labels: dict[str, str]) -> str:
-    """A sample's name with its labels, as the exposition format writes it."""
-    if not labels:
-        return name
-    pairs = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    return f"{name}{{{pairs}}}"
-
-
 @dataclass
 class Template:
     """A seeded database to clone from; `tokens[i]` belongs to `agent_ids[i]`."""
@@ -347,6 +339,14 @@ def server_command(system: str, port: int) -> list[str]:
     if system == "baseline":
         return [sys.executable, "-m", "bench.baseline", "--host", "127.0.0.1", "--port", str(port)]
     raise ValueError(f"unknown system {system!r}")
+
+
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    """A sample's name with its labels, as the exposition format writes it."""
+    if not labels:
+        return name
+    pairs = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return f"{name}{{{pairs}}}"
 
 
 @dataclass
