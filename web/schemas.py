@@ -93,24 +93,6 @@ class Ticket(Response):
     sold_at: datetime | None
 
 
-class FetchResponse(Response):
-    tickets: list[Ticket]
-
-
-class SellRequest(Request):
-    ticket_ids: Annotated[
-        list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(min_length=1, max_length=1000)
-    ]
-
-
-class SellResponse(Response):
-    sold: list[int]
-
-
-class SellRejectedBody(ErrorBody):
-    rejected: dict[str, str]
-
-
 # ---------------------------------------------------------------- users, agents and tickets
 
 
@@ -239,6 +221,27 @@ class TicketUpdate(StrictRequest):
 
 class TicketQuery(PageQuery):
     status: TicketStatus | None = None
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+class FetchResponse(Response):
+    tickets: list[Ticket]
+
+
+class SellRequest(StrictRequest):
+    # Strict like every write body: `true` or `"7"` is no ticket id, and a sale is the one
+    # write an agent makes, so a lax guess would sell a ticket nobody named.
+    ticket_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class SellResponse(Response):
+    sold: list[int]
+
+
+class SellRejectedBody(ErrorBody):
+    rejected: dict[str, str]
 
 
 class ReleaseResponse(Response):

@@ -8,6 +8,7 @@ request must not change it, and that is asserted after each case.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ def forbidden(role: str, method: str, path: str, body: Any) -> Case:
 USERS, AGENTS, TICKETS = "/api/users/", "/api/agents/", "/api/tickets/"
 OWN_USER, OWN_AGENT = "/api/users/{owner_user}/", "/api/agents/{owner_agent}/"
 OWN_TICKET = "/api/tickets/{owner_ticket}/"
+SELL = "/api/tickets/sell_tickets/"
 PASSWORD = "long enough password"
 JSON = {"Content-Type": "application/json"}
 
@@ -209,6 +211,26 @@ CASES: dict[str, Case] = {
         "admin", "GET", TICKETS + "?ordering=-id", 400, "invalid", names="ordering"
     ),
     "status on users": Case("admin", "GET", USERS + "?status=sold", 400, "invalid", names="status"),
+    # A sale: 1 to 1000 ids, each a JSON integer within bigint.
+    "sale without ids": invalid("agent owner", "POST", SELL, {}, "ticket_ids"),
+    "sale of no ids": invalid("agent owner", "POST", SELL, {"ticket_ids": []}, "ticket_ids"),
+    "sale of 1001 ids": invalid(
+        "agent owner", "POST", SELL, {"ticket_ids": list(range(1, 1002))}, "ticket_ids"
+    ),
+    "sale of null": invalid("agent owner", "POST", SELL, {"ticket_ids": None}, "ticket_ids"),
+    "sale of one id, not a list": invalid(
+        "agent owner", "POST", SELL, {"ticket_ids": 1}, "ticket_ids"
+    ),
+    "sale of id 0": invalid("agent owner", "POST", SELL, {"ticket_ids": [0]}, "ticket_ids.0"),
+    "sale of an id beyond bigint": invalid(
+        "agent owner", "POST", SELL, {"ticket_ids": [2**63]}, "ticket_ids.0"
+    ),
+    "sale of a fractional id": invalid(
+        "agent owner", "POST", SELL, {"ticket_ids": [1.5]}, "ticket_ids.0"
+    ),
+    "sale with an unknown field": invalid(
+        "agent owner", "POST", SELL, {"ticket_ids": [1], "agent": 2}, "agent"
+    ),
     # No such resource, no such method: the same JSON shape.
     "unknown path": Case("admin", "GET", "/api/nothing/", 404, "not_found"),
     "no trailing slash": Case("admin", "GET", "/api/users", 404, "not_found"),
@@ -242,6 +264,25 @@ async def test_refused(world: World, shared: Served, case: Case) -> None:
     assert payload["error"] == case.error, payload
     if case.names is not None:
         assert case.names in {item["field"] for item in payload["detail"]}, payload
+    assert await dump_tables(shared.db) == before
+
+
+@pytest.mark.parametrize(
+    "spell", [str, lambda ticket_id: ticket_id == 1], ids=["as a string", "as true"]
+)
+async def test_a_sale_names_its_tickets_by_json_integers_only(
+    world: World, shared: Served, spell: Callable[[int], Any]
+) -> None:
+    """The owner holds this ticket, so a lax reading of `"1"` or `true` would sell it."""
+    held = world.ids["owner_ticket"]
+    assert held == 1, "the world's first ticket is id 1, the one `true` would name"
+    before = await dump_tables(shared.db)
+    response = await shared.client.post(
+        SELL, json={"ticket_ids": [spell(held)]}, headers=world.headers["agent owner"]
+    )
+    payload = await response.json()
+    assert response.status == 400, payload
+    assert [(d["field"], d["type"]) for d in payload["detail"]] == [("ticket_ids.0", "int_type")]
     assert await dump_tables(shared.db) == before
 
 
