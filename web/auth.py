@@ -71,6 +71,13 @@ def key_from_header(value: str | None) -> str | None:
     return key
 
 
+def request_key_digest(request: web.Request) -> bytes:
+    """The stored form of the key this request authenticated with (after principal())."""
+    key = key_from_header(request.headers.get("Authorization"))
+    assert key is not None, "principal() accepts no request without a key"
+    return key_digest(key)
+
+
 def digests_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 

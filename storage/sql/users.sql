@@ -21,15 +21,24 @@ LIMIT $1 OFFSET $2
 
 -- users_update --
 -- Change the fields given (a null keeps the value); no row when the user is gone.
--- Conflict when the new username is taken.
-UPDATE users
-SET username = coalesce($2, username),
-    email = coalesce($3, email),
-    password_hash = coalesce($4, password_hash),
-    is_staff = coalesce($5, is_staff),
-    is_active = coalesce($6, is_active)
-WHERE id = $1
-RETURNING id, username, email, is_staff, is_active, date_joined
+-- Conflict when the new username is taken. A new password ($4) signs the user out everywhere
+-- else: it revokes every token of theirs but the one that made the change ($7, the SHA-256 of
+-- the caller's key when users change their own password; NULL when an admin changes it).
+WITH updated AS (
+    UPDATE users
+    SET username = coalesce($2, username),
+        email = coalesce($3, email),
+        password_hash = coalesce($4, password_hash),
+        is_staff = coalesce($5, is_staff),
+        is_active = coalesce($6, is_active)
+    WHERE id = $1
+    RETURNING id, username, email, is_staff, is_active, date_joined
+), revoked AS (
+    DELETE FROM api_tokens AS t
+    USING updated AS u
+    WHERE $4::text IS NOT NULL AND t.user_id = u.id AND t.key_sha256 IS DISTINCT FROM $7::bytea
+)
+SELECT id, username, email, is_staff, is_active, date_joined FROM updated
 
 -- users_delete --
 -- Delete a user and, by cascade, its tokens; Conflict while an agent row still refers to it.

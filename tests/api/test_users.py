@@ -143,6 +143,58 @@ async def test_a_user_changes_its_own_email_and_password(client, make, db):
     assert await _login(client, "fay", PASSWORD) == 400
 
 
+async def _token(client, username: str, password: str) -> dict[str, str]:
+    response = await client.post(
+        "/api/auth-token/", json={"username": username, "password": password}
+    )
+    assert response.status == 200, await response.text()
+    return {"Authorization": f"Token {(await response.json())['token']}"}
+
+
+async def _tokens_of(db, user_id: int) -> int:
+    return await db.fetchval("SELECT count(*) FROM api_tokens WHERE user_id = $1", user_id)
+
+
+async def test_a_new_password_signs_the_user_out_everywhere_but_here(client, make, db):
+    user = await make.user(username="kim")
+    elsewhere = await _token(client, "kim", PASSWORD)
+    me = f"/api/users/{user.user_id}/"
+    # Used once, so this process has it cached: revocation must not wait for the cache.
+    assert (await client.get(me, headers=elsewhere)).status == 200
+    response = await client.patch(me, json={"password": NEW_PASSWORD}, headers=user.headers)
+    assert response.status == 200, await response.text()
+    assert (await client.get(me, headers=elsewhere)).status == 401
+    assert (await client.get(me, headers=user.headers)).status == 200
+    assert await _tokens_of(db, user.user_id) == 1
+
+
+async def test_a_password_set_by_an_admin_revokes_every_token_of_the_user(client, make, db):
+    admin = await make.admin()
+    user = await make.user(username="lee")
+    me = f"/api/users/{user.user_id}/"
+    assert (await client.get(me, headers=user.headers)).status == 200
+    response = await client.patch(me, json={"password": NEW_PASSWORD}, headers=admin.headers)
+    assert response.status == 200, await response.text()
+    assert (await client.get(me, headers=user.headers)).status == 401
+    assert await _tokens_of(db, user.user_id) == 0
+    assert (await client.get(me, headers=admin.headers)).status == 200
+    assert await _login(client, "lee", NEW_PASSWORD) == 200
+
+
+async def test_changes_without_a_password_keep_every_token(client, make, db):
+    admin = await make.admin()
+    user = await make.user(username="max")
+    elsewhere = await _token(client, "max", PASSWORD)
+    me = f"/api/users/{user.user_id}/"
+    assert (
+        await client.patch(me, json={"email": "max@new.example"}, headers=user.headers)
+    ).status == 200
+    assert (await client.patch(me, json={"is_staff": False}, headers=admin.headers)).status == 200
+    for headers in (user.headers, elsewhere):
+        assert (await client.get(me, headers=headers)).status == 200
+    assert await _tokens_of(db, user.user_id) == 2
+
+
 async def test_a_user_puts_its_own_record_back_with_a_new_email(client, make, db):
     user = await make.user(username="gus")
     response = await client.put(

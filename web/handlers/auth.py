@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from web.auth import key_digest, key_from_header, new_key
+from web.auth import key_digest, new_key, request_key_digest
 from web.errors import ApiError, TooManyRequests
 from web.keys import AUTHENTICATOR, DATABASE, LOGIN_THROTTLE, PASSWORDS
 from web.middleware import USER_ID
@@ -46,9 +46,7 @@ async def obtain_token(request: web.Request) -> web.Response:
 
 async def revoke_token(request: web.Request) -> web.Response:
     await principal(request)
-    key = key_from_header(request.headers.get("Authorization"))
-    assert key is not None  # principal() has checked it
-    digest = key_digest(key)
+    digest = request_key_digest(request)
     await request.app[DATABASE].execute("api_tokens_delete_by_hash", digest)
     request.app[AUTHENTICATOR].forget(digest)
     return web.Response(status=204)

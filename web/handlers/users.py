@@ -11,7 +11,8 @@ Who gets which refusal (the same rule in users.py, agents.py and tickets.py):
 
 A field sent with the value it already has is not a change: a user may PUT its own record
 back with only the email or password different. Passwords are hashed with argon2id off the
-event loop, and are never returned or logged.
+event loop, and are never returned or logged. A new password revokes the user's tokens, all
+but the one that changed it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import structlog
 from aiohttp import web
 
 from storage.errors import Conflict as StorageConflict
-from web.auth import Principal, require_admin, require_admin_or_agent
+from web.auth import Principal, request_key_digest, require_admin, require_admin_or_agent
 from web.errors import Conflict, NotFound, PermissionDenied
 from web.handlers.agents import delete_agent_through_dispatcher
-from web.keys import DATABASE, DISPATCHER, PASSWORDS
+from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, PASSWORDS
 from web.pagination import page
 from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
 from web.schemas import Page, PageQuery, User, UserCreate, UserReplace, UserUpdate
@@ -100,6 +101,9 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
         changes = {name: value for name, value in changes.items() if name in SELF_EDITABLE}
     password = changes.get("password")
     password_hash = await request.app[PASSWORDS].hash(password) if password is not None else None
+    # A new password revokes the user's other tokens (a leaked one is the usual reason to
+    # change it); the token changing its own password stays, so that client stays signed in.
+    token_kept = request_key_digest(request) if caller.user_id == current["id"] else None
     try:
         row = await request.app[DATABASE].fetchrow(
             "users_update",
@@ -109,11 +113,15 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
             password_hash,
             changes.get("is_staff"),
             changes.get("is_active"),
+            token_kept,
         )
     except StorageConflict:
         raise Conflict(_USERNAME_TAKEN) from None
     if row is None:
         raise NotFound()
+    if password_hash is not None:
+        # This process drops the revoked keys now; the others within the cache's TTL.
+        request.app[AUTHENTICATOR].forget_all()
     # Field names only: values (a password above all) stay out of the logs.
     log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
     if changes.get("is_active") is False and current["agent_id"] is not None:
