@@ -35,6 +35,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
+from web.statuses import CLIENT_CLOSED_REQUEST
+
 if TYPE_CHECKING:
     from dispatcher.actor import Dispatcher
     from dispatcher.stats import DispatcherStats
@@ -122,7 +124,7 @@ class Metrics:
             request: web.Request, handler: Handler
         ) -> web.StreamResponse:
             started = time.perf_counter()
-            status: int | None = 500
+            status = 500
             try:
                 response = await handler(request)
                 status = response.status
@@ -131,12 +133,11 @@ class Metrics:
                 status = exc.status
                 raise
             except asyncio.CancelledError:
-                status = None  # the client went away: nothing was answered
+                status = CLIENT_CLOSED_REQUEST  # the client went away: nothing was answered
                 raise
             finally:
-                if status is not None:
-                    elapsed = time.perf_counter() - started
-                    self.observe_request(request.method, route_label(request), status, elapsed)
+                elapsed = time.perf_counter() - started
+                self.observe_request(request.method, route_label(request), status, elapsed)
 
         return http_metrics_middleware
 

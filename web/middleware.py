@@ -6,6 +6,7 @@ bound into every log line written while serving it and echoed in the response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from web.metrics import route_label
+from web.statuses import CLIENT_CLOSED_REQUEST
 
 log = structlog.get_logger("web.access")
 
@@ -37,6 +39,9 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
         status = response.status
         response.headers["X-Request-ID"] = request_id
         return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED_REQUEST  # the client hung up (or the server stops): unanswered
+        raise
     finally:
         # Building the line's fields cost several µs a request even when the level dropped it.
         if log.is_enabled_for(logging.INFO):

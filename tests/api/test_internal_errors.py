@@ -1,8 +1,22 @@
-"""An unexpected failure is a JSON 500 that leaks nothing, and is logged with its request id."""
+"""An unexpected failure is a JSON 500 that leaks nothing, and is logged with its request id;
+a client that hangs up mid-request is no failure at all."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
+import pytest
 import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
+
+from web.app import create_app
+from web.keys import AUTHENTICATOR, DISPATCHER
+
+DEADLINE_S = 10  # seconds; only reached when something is broken
 
 
 async def test_an_unexpected_error_is_a_quiet_500_logged_with_its_request_id(client, make, db):
@@ -26,3 +40,57 @@ async def test_an_unexpected_error_is_a_quiet_500_logged_with_its_request_id(cli
     assert failures[0]["path"] == "/api/users/"
     assert failures[0]["request_id"] == "trace-500"
     assert "exc_info" in failures[0]
+
+
+class Served(TestServer):
+    """aiohttp's test server with a chosen `handler_cancellation`: it cancels the handler of a
+    client that hangs up, while `web.run_app`, which serves production, lets it run on (its
+    read of the body then fails)."""
+
+    def __init__(self, app: web.Application, *, handler_cancellation: bool) -> None:
+        super().__init__(app)
+        self.handler_cancellation = handler_cancellation
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs["handler_cancellation"] = self.handler_cancellation
+        return await super()._make_runner(**kwargs)
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["as run_app serves", "handler cancelled"])
+async def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(settings, make, cancelled):
+    """Load generators and impatient clients hang up mid-request: that is no failure of ours,
+    and must not bury real ones under tracebacks or count as 500s."""
+    agent = await make.agent()
+    server = Served(create_app(settings), handler_cancellation=cancelled)
+    async with TestClient(server) as client:
+        await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), DEADLINE_S)
+        loads_before = client.app[AUTHENTICATOR].loads
+        head = (
+            "POST /api/tickets/sell_tickets/ HTTP/1.1\r\n"
+            f"Host: test\r\nAuthorization: Token {agent.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        with structlog.testing.capture_logs() as logs:
+            _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+            writer.write(head.encode() + b'{"ticket_ids": [')
+            await writer.drain()
+            # Hang up once the handler runs (it looks the token up, then reads the body).
+            deadline = time.monotonic() + DEADLINE_S
+            while client.app[AUTHENTICATOR].loads == loads_before:
+                assert time.monotonic() < deadline, "the handler never ran"
+                await asyncio.sleep(0.01)
+            writer.close()
+            await writer.wait_closed()
+            while not any(e["event"] == "request" for e in logs):
+                assert time.monotonic() < deadline, "the request never finished"
+                await asyncio.sleep(0.01)
+        events = {e["event"]: e for e in logs}
+        assert "unhandled_error" not in events, logs
+        assert events["request"]["status"] == 499
+        if not cancelled:
+            assert events["client_disconnected"]["log_level"] == "info"
+            assert "exc_info" not in events["client_disconnected"]
+        metrics = await (await client.get("/metrics")).text()
+    sells = [line for line in metrics.splitlines() if "sell_tickets" in line and "status=" in line]
+    assert any('status="499"' in line for line in sells), sells
+    assert not any('status="500"' in line for line in sells), sells
