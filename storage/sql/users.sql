@@ -43,3 +43,12 @@ SELECT id, username, email, is_staff, is_active, date_joined FROM updated
 -- users_delete --
 -- Delete a user and, by cascade, its tokens; Conflict while an agent row still refers to it.
 DELETE FROM users WHERE id = $1 RETURNING id
+
+-- users_admin_removal_lock --
+-- Taken first by every transaction that could leave no active admin: two admins removing
+-- each other at once then run one after the other, and the second sees the first's change.
+SELECT pg_advisory_xact_lock(hashtextextended('ticket-system: the last active admin', 0))
+
+-- users_other_active_admins_count --
+-- Active admins other than this user.
+SELECT count(*) FROM users WHERE is_staff AND is_active AND id <> $1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from tests.support.factories import PASSWORD, password_hash
@@ -299,3 +301,66 @@ async def test_a_user_whose_agent_holds_or_sold_tickets_cannot_be_deleted(serve,
     assert "deactivate" in (await sold_some.json())["detail"]
     assert await db.fetch("SELECT * FROM users ORDER BY id") == before
     assert await db.fetchval("SELECT count(*) FROM agents") == 2
+
+
+async def test_the_last_active_admin_cannot_be_demoted_deactivated_or_deleted(client, make, db):
+    admin = await make.admin()
+    me = f"/api/users/{admin.user_id}/"
+    before = await db.fetchrow("SELECT * FROM users WHERE id = $1", admin.user_id)
+    for method, body in (
+        ("PATCH", {"is_staff": False}),
+        ("PATCH", {"is_active": False}),
+        ("PUT", {"username": admin.username, "email": "", "is_staff": True, "is_active": False}),
+        ("DELETE", None),
+    ):
+        response = await client.request(method, me, json=body, headers=admin.headers)
+        assert response.status == 409, (method, body, await response.text())
+        assert "last active admin" in (await response.json())["detail"]
+    assert await db.fetchrow("SELECT * FROM users WHERE id = $1", admin.user_id) == before
+    # Anything else about the last admin may change.
+    response = await client.patch(me, json={"email": "boss@new.example"}, headers=admin.headers)
+    assert response.status == 200, await response.text()
+
+
+async def test_an_admin_goes_once_another_remains(client, make, db):
+    first, second = await make.admin(username="first"), await make.admin(username="second")
+    response = await client.patch(
+        f"/api/users/{second.user_id}/", json={"is_active": False}, headers=first.headers
+    )
+    assert response.status == 200, await response.text()
+    response = await client.delete(f"/api/users/{first.user_id}/", headers=first.headers)
+    assert response.status == 409, await response.text()
+    promoted = await make.user(username="third")
+    response = await client.patch(
+        f"/api/users/{promoted.user_id}/", json={"is_staff": True}, headers=first.headers
+    )
+    assert response.status == 200, await response.text()
+    response = await client.delete(f"/api/users/{first.user_id}/", headers=first.headers)
+    assert response.status == 204, await response.text()
+    assert await db.fetchval("SELECT count(*) FROM users WHERE is_staff AND is_active") == 1
+
+
+async def test_two_admins_removing_each_other_at_once_leave_one(client, make, db):
+    """Each request alone is allowed (the other admin remains); together only one may be."""
+    for round_no in range(10):
+        a = await make.admin(username=f"a{round_no}")
+        b = await make.admin(username=f"b{round_no}")
+        await db.execute(
+            "UPDATE users SET is_active = false WHERE is_staff AND id <> ALL($1::bigint[])",
+            [a.user_id, b.user_id],
+        )
+        statuses = sorted(
+            response.status
+            for response in await asyncio.gather(
+                client.patch(
+                    f"/api/users/{b.user_id}/", json={"is_staff": False}, headers=a.headers
+                ),
+                client.patch(
+                    f"/api/users/{a.user_id}/", json={"is_staff": False}, headers=b.headers
+                ),
+            )
+        )
+        # The loser is refused as the last admin (409), or, when the winner committed before
+        # the loser's request was authorised, is no admin any more and sees no one (404).
+        assert statuses in ([200, 404], [200, 409]), (round_no, statuses)
+        assert await db.fetchval("SELECT count(*) FROM users WHERE is_staff AND is_active") == 1

@@ -12,16 +12,20 @@ Who gets which refusal (the same rule in users.py, agents.py and tickets.py):
 A field sent with the value it already has is not a change: a user may PUT its own record
 back with only the email or password different. Passwords are hashed with argon2id off the
 event loop, and are never returned or logged. A new password revokes the user's tokens, all
-but the one that changed it.
+but the one that changed it. Nothing takes away the last active admin: demoting,
+deactivating or deleting it is a 409.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from storage.database import Database, Transaction
 from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, request_key_digest, require_admin, require_admin_or_agent
 from web.errors import Conflict, NotFound, PermissionDenied
@@ -64,6 +68,28 @@ async def list_users(request: web.Request) -> web.Response:
     return json_response(page(request, query, count, [User.model_validate(row) for row in rows]))
 
 
+def _is_active_admin(user: Mapping[str, Any]) -> bool:
+    return bool(user["is_staff"] and user["is_active"])
+
+
+@contextlib.asynccontextmanager
+async def _admins_kept(
+    request: web.Request, user_id: int, removes_admin: bool
+) -> AsyncIterator[Database | Transaction]:
+    """Where to write a change to `user_id`. One that takes away an active admin runs in a
+    transaction that refuses it (409) unless another active admin remains: without one,
+    nobody could manage users or agents through the API."""
+    database = request.app[DATABASE]
+    if not removes_admin:
+        yield database
+        return
+    async with database.transaction() as transaction:
+        await transaction.fetchval("users_admin_removal_lock")
+        if await transaction.fetchval("users_other_active_admins_count", user_id) == 0:
+            raise Conflict("This is the last active admin; make another admin first.")
+        yield transaction
+
+
 async def _visible_user(request: web.Request, caller: Principal) -> dict[str, Any]:
     """The user in the path, if the caller may see it (404 otherwise) and act on it (403)."""
     user_id = path_id(request)
@@ -104,17 +130,22 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
     # A new password revokes the user's other tokens (a leaked one is the usual reason to
     # change it); the token changing its own password stays, so that client stays signed in.
     token_kept = request_key_digest(request) if caller.user_id == current["id"] else None
+    removes_admin = _is_active_admin(current) and False in (
+        changes.get("is_staff"),
+        changes.get("is_active"),
+    )
     try:
-        row = await request.app[DATABASE].fetchrow(
-            "users_update",
-            current["id"],
-            changes.get("username"),
-            changes.get("email"),
-            password_hash,
-            changes.get("is_staff"),
-            changes.get("is_active"),
-            token_kept,
-        )
+        async with _admins_kept(request, current["id"], removes_admin) as database:
+            row = await database.fetchrow(
+                "users_update",
+                current["id"],
+                changes.get("username"),
+                changes.get("email"),
+                password_hash,
+                changes.get("is_staff"),
+                changes.get("is_active"),
+                token_kept,
+            )
     except StorageConflict:
         raise Conflict(_USERNAME_TAKEN) from None
     if row is None:
@@ -145,10 +176,12 @@ async def delete_user(request: web.Request) -> web.Response:
     row = await _visible_user(request, caller)
     if not caller.is_admin:
         raise PermissionDenied("Only admins may delete users.")
-    if row["agent_id"] is not None:
-        await delete_agent_through_dispatcher(request, row["agent_id"])
-    if await request.app[DATABASE].fetchval("users_delete", row["id"]) is None:
-        raise NotFound()
+    # The agent goes inside, so that a refusal to remove the last admin leaves it untouched.
+    async with _admins_kept(request, row["id"], _is_active_admin(row)) as database:
+        if row["agent_id"] is not None:
+            await delete_agent_through_dispatcher(request, row["agent_id"])
+        if await database.fetchval("users_delete", row["id"]) is None:
+            raise NotFound()
     log.info("user_deleted", user_id=row["id"], agent_id=row["agent_id"], by=caller.user_id)
     return web.Response(status=204)
 
