@@ -220,6 +220,11 @@ OPERATIONS = [
         _USER,
         replace_user,
         summary="Replace a user's fields (admins; a user may change its own email and password)",
+        description=(
+            "A new password revokes the user's other tokens (all of them when an admin sets"
+            " it). 409 for a username that is taken, or for demoting or deactivating the last"
+            " active admin."
+        ),
         tag="users",
         body=UserReplace,
         responses={200: User},
@@ -229,6 +234,11 @@ OPERATIONS = [
         _USER,
         update_user,
         summary="Change some of a user's fields (admins; a user its own email and password)",
+        description=(
+            "A new password revokes the user's other tokens (all of them when an admin sets"
+            " it). 409 for a username that is taken, or for demoting or deactivating the last"
+            " active admin."
+        ),
         tag="users",
         body=UserUpdate,
         responses={200: User},
@@ -238,7 +248,10 @@ OPERATIONS = [
         _USER,
         delete_user,
         summary="Delete a user, and its agent if it has one (admins)",
-        description="409 while its agent holds or has sold tickets: deactivate the agent instead.",
+        description=(
+            "409 while its agent holds or has sold tickets (deactivate the agent instead), or"
+            " when it is the last active admin."
+        ),
         tag="users",
         responses={204: None},
     ),
