@@ -61,7 +61,11 @@ class TicketQueue:
     def add_missing(self, ticket_ids: Iterable[int]) -> None:
         """Queue each id at its place; ids already queued are left alone."""
         ids = self._ids
-        for ticket_id in sorted(set(ticket_ids)):
+        added = sorted(set(ticket_ids))
+        if added and (self._head == len(ids) or added[0] > ids[-1]):
+            ids.extend(added)  # a refill: every id newer than everything queued, in one C call
+            return
+        for ticket_id in added:
             if self._head == len(ids) or ticket_id > ids[-1]:
                 ids.append(ticket_id)  # the common case: newer than everything queued
                 continue

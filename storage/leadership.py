@@ -147,10 +147,9 @@ class LeaderConnection:
             async with self._connection.transaction(isolation="repeatable_read", readonly=True):
                 agents = await self._connection.fetch(QUERIES["dispatcher_agents_all"])
                 held = await self._connection.fetch(QUERIES["tickets_held_all"])
-                unassigned = await self._connection.fetch(
+                ids: list[int] = await self._connection.fetchval(
                     QUERIES["tickets_unassigned_after"], 0, window + 1
                 )
-        ids = [row["id"] for row in unassigned]
         return SnapshotRows(
             agents=[(r["id"], r["capacity"], r["is_active"]) for r in agents],
             held=[(r["id"], r["agent_id"]) for r in held],
@@ -172,8 +171,10 @@ class LeaderConnection:
 
     async def unassigned_after(self, after: int, limit: int) -> list[int]:
         with translated():
-            rows = await self._connection.fetch(QUERIES["tickets_unassigned_after"], after, limit)
-        return [row["id"] for row in rows]
+            ids: list[int] = await self._connection.fetchval(
+                QUERIES["tickets_unassigned_after"], after, limit
+            )
+        return ids
 
     async def unassigned_between(self, low: int, high: int, *, limit: int) -> list[int]:
         with translated():

@@ -38,9 +38,11 @@ SELECT id, agent_id FROM tickets WHERE status = 'assigned'
 SELECT id, agent_id FROM tickets WHERE status = 'assigned' AND agent_id = ANY($1::bigint[])
 
 -- tickets_unassigned_after --
--- The next unassigned ids in creation order above an id (0 for the first window).
+-- The next unassigned ids in creation order above an id (0 for the first window), as one
+-- array: asyncpg decodes an array in C, where it builds a Record for each of 10,000 rows.
 -- `agent_id IS NULL` means unassigned (a CHECK) and is what the queue's index says (0006).
-SELECT id FROM tickets WHERE agent_id IS NULL AND id > $1 ORDER BY id LIMIT $2
+SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids
+FROM (SELECT id FROM tickets WHERE agent_id IS NULL AND id > $1 ORDER BY id LIMIT $2) AS next
 
 -- tickets_unassigned_between --
 -- Unassigned ids in a range just announced by the insert trigger.
