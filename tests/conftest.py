@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from config.settings import Settings
 from storage.migrate import migrate
 from tests.support.factories import Factory
+from tests.support.in_process import AppServer
 from tests.support.postgres import Cluster
 from web.app import create_app
 from web.keys import DISPATCHER
@@ -119,7 +120,7 @@ LEAD_DEADLINE_S = 30
 
 @pytest.fixture
 async def client(settings: Settings, aiohttp_client):
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(AppServer(create_app(settings)))
     # Fetch and sell answer 503 until the dispatcher leads; tests start from a leading server.
     await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), LEAD_DEADLINE_S)
     return client
@@ -133,7 +134,7 @@ def serve(settings: Settings, aiohttp_client):
     is dropped.)"""
 
     async def start() -> TestClient:
-        client = await aiohttp_client(create_app(settings))
+        client = await aiohttp_client(AppServer(create_app(settings)))
         await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), LEAD_DEADLINE_S)
         return client
 
@@ -149,7 +150,7 @@ def leader(client: TestClient) -> TestClient:
 @pytest.fixture
 async def standby(leader: TestClient, settings: Settings) -> AsyncIterator[TestClient]:
     """A second in-process server on the same database, waiting for the lock."""
-    second = TestClient(TestServer(create_app(settings)))
+    second = TestClient(AppServer(create_app(settings)))
     await second.start_server()
     try:
         await asyncio.wait_for(second.app[DISPATCHER].standing_by.wait(), LEAD_DEADLINE_S)

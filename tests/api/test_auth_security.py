@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from aiohttp.test_utils import TestClient, make_mocked_request
 
 from storage.database import Database
 from tests.support.factories import PASSWORD
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.auth import Authenticator
 from web.keys import AUTHENTICATOR, SETTINGS
@@ -18,7 +19,7 @@ ME = "/api/users/{}/"
 
 
 async def _second_server(settings) -> TestClient:
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(AppServer(create_app(settings)))
     await client.start_server()
     return client
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 import structlog
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import BaseRunner
+from aiohttp.test_utils import TestClient
 
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import AUTHENTICATOR, DISPATCHER
 
@@ -42,26 +40,12 @@ async def test_an_unexpected_error_is_a_quiet_500_logged_with_its_request_id(cli
     assert "exc_info" in failures[0]
 
 
-class Served(TestServer):
-    """aiohttp's test server with a chosen `handler_cancellation`: it cancels the handler of a
-    client that hangs up, while `web.run_app`, which serves production, lets it run on (its
-    read of the body then fails)."""
-
-    def __init__(self, app: web.Application, *, handler_cancellation: bool) -> None:
-        super().__init__(app)
-        self.handler_cancellation = handler_cancellation
-
-    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        kwargs["handler_cancellation"] = self.handler_cancellation
-        return await super()._make_runner(**kwargs)
-
-
 @pytest.mark.parametrize("cancelled", [False, True], ids=["as run_app serves", "handler cancelled"])
 async def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(settings, make, cancelled):
     """Load generators and impatient clients hang up mid-request: that is no failure of ours,
     and must not bury real ones under tracebacks or count as 500s."""
     agent = await make.agent()
-    server = Served(create_app(settings), handler_cancellation=cancelled)
+    server = AppServer(create_app(settings), handler_cancellation=cancelled)
     async with TestClient(server) as client:
         await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), DEADLINE_S)
         loads_before = client.app[AUTHENTICATOR].loads

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
 from storage.migrate import available, migrate
+from tests.support.in_process import AppServer
 from web.app import create_app
 
 VERSIONS = [version for version, _ in available()]
@@ -17,7 +18,7 @@ VERSIONS = [version for version, _ in available()]
 
 async def _app_answers(database_url: str) -> None:
     settings = Settings(database_url=database_url, db_pool_min_size=1, log_level="warning")
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(AppServer(create_app(settings))) as client:
         response = await client.get("/api/users/")
         assert response.status == 401
         assert (await response.json())["error"] == "not_authenticated"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from storage.leadership import NotSafeForLeadership
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import DISPATCHER
 
@@ -16,7 +17,7 @@ async def test_a_second_server_is_a_standby_and_takes_over(client, settings, mak
     await client.app[DISPATCHER].leading.wait()
     await make.tickets(3)
     agent = await make.agent(capacity=2)
-    standby = TestClient(TestServer(create_app(settings)))
+    standby = TestClient(AppServer(create_app(settings)))
     await standby.start_server()
     try:
         await standby.app[DISPATCHER].standing_by.wait()
@@ -42,7 +43,7 @@ async def test_a_second_server_is_a_standby_and_takes_over(client, settings, mak
 async def test_refuses_to_start_when_commits_are_not_durable(settings, database_url, db):
     database = database_url.rsplit("/", 1)[1]
     await db.execute(f"ALTER DATABASE {database} SET synchronous_commit = off")
-    server = TestServer(create_app(settings))
+    server = AppServer(create_app(settings))
     with pytest.raises(NotSafeForLeadership, match="synchronous_commit"):
         await server.start_server()
     await server.close()

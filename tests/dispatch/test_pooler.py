@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from storage.leadership import NotSafeForLeadership, check_database
 from tests.support import pgbouncer
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import DISPATCHER
 
@@ -21,7 +22,7 @@ async def test_refuses_to_start_behind_a_transaction_pooler(settings, database_u
     with pgbouncer.pgbouncer(database_url, pool_mode="transaction") as pooled:
         with pytest.raises(NotSafeForLeadership, match="transaction-pooled"):
             await check_database(pooled)
-        server = TestServer(create_app(settings.model_copy(update={"database_url": pooled})))
+        server = AppServer(create_app(settings.model_copy(update={"database_url": pooled})))
         with pytest.raises(NotSafeForLeadership, match="transaction-pooled"):
             await server.start_server()
         await server.close()
@@ -33,7 +34,7 @@ async def test_serves_behind_a_session_pooler(settings, database_url, make):
     with pgbouncer.pgbouncer(database_url, pool_mode="session") as pooled:
         await check_database(pooled)
         client = TestClient(
-            TestServer(create_app(settings.model_copy(update={"database_url": pooled})))
+            AppServer(create_app(settings.model_copy(update={"database_url": pooled})))
         )
         await client.start_server()
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import DISPATCHER
 
@@ -13,7 +14,7 @@ FETCH = "/api/tickets/fetch_tickets/"
 
 
 async def _serving(settings, **overrides) -> TestClient:
-    client = TestClient(TestServer(create_app(settings.model_copy(update=overrides))))
+    client = TestClient(AppServer(create_app(settings.model_copy(update=overrides))))
     await client.start_server()
     await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), 30)
     return client

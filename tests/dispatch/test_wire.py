@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage.wire import as_matrix, timestamp_from_text
+from tests.support.in_process import AppServer
 from web.keys import DISPATCHER
 
 FETCH = "/api/tickets/fetch_tickets/"
@@ -99,7 +100,7 @@ async def test_fetched_tickets_read_as_the_ticket_endpoint_reads_them(
             datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
         ],
     )
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(AppServer(create_app(settings)))
     await client.app[DISPATCHER].leading.wait()
     agent, admin = await make.agent(capacity=4), await make.admin()
 

@@ -6,9 +6,10 @@ import asyncio
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import DISPATCHER, OPS_RUNNER
 
@@ -22,7 +23,7 @@ def ops_settings(settings: Settings) -> Settings:
 
 
 async def test_ops_routes_move_to_the_metrics_port(ops_settings):
-    main = TestClient(TestServer(create_app(ops_settings)))
+    main = TestClient(AppServer(create_app(ops_settings)))
     await main.start_server()
     try:
         await asyncio.wait_for(main.app[DISPATCHER].leading.wait(), DEADLINE_S)

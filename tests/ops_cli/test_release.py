@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.cli.conftest import Tickets, explain
 from tests.ops_cli.conftest import DEADLINE_S, run_json
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import DISPATCHER
 
@@ -103,7 +104,7 @@ async def test_release_without_a_leader_leads_itself(
     # It let go of the lock on its way out: the next server leads at once, and hands the
     # released tickets out first.
     assert await lock_holders(db, settings.dispatcher_lock_key) == []
-    server = await aiohttp_client(create_app(settings))
+    server = await aiohttp_client(AppServer(create_app(settings)))
     await asyncio.wait_for(server.app[DISPATCHER].leading.wait(), DEADLINE_S)
     assert await fetch(server, erin.headers) == ids[:2]
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from config.settings import Settings
 from tests.support.factories import Factory
+from tests.support.in_process import AppServer
 from web.app import create_app
 from web.auth import new_key
 from web.keys import DISPATCHER
@@ -127,7 +128,7 @@ async def serve_copy(world: World) -> AsyncIterator[Served]:
             database_url=url, db_pool_min_size=1, db_pool_max_size=4, log_level="warning"
         )
         app = create_app(settings)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(AppServer(app)) as client:
             await asyncio.wait_for(app[DISPATCHER].leading.wait(), 10)
             db = await asyncpg.connect(url)
             try:
