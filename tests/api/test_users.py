@@ -14,11 +14,12 @@ ARGON2ID = "$argon2id$v=19$m=19456,t=2,p=1$"
 NEW_PASSWORD = "a brand new passphrase"
 
 
+async def _post_login(client, username: str, password: str):
+    return await client.post("/api/auth-token/", json={"username": username, "password": password})
+
+
 async def _login(client, username: str, password: str) -> int:
-    response = await client.post(
-        "/api/auth-token/", json={"username": username, "password": password}
-    )
-    return response.status
+    return (await _post_login(client, username, password)).status
 
 
 async def test_create_user_stores_argon2id_and_never_shows_or_logs_the_password(client, make, db):
@@ -146,9 +147,8 @@ async def test_a_user_changes_its_own_email_and_password(client, make, db):
 
 
 async def _token(client, username: str, password: str) -> dict[str, str]:
-    response = await client.post(
-        "/api/auth-token/", json={"username": username, "password": password}
-    )
+    """A second login: another token of the same user, as authorisation headers."""
+    response = await _post_login(client, username, password)
     assert response.status == 200, await response.text()
     return {"Authorization": f"Token {(await response.json())['token']}"}
 
