@@ -61,7 +61,7 @@ from dispatcher.batch import Batch, Waiting, assigned_ticket, settle, settle_all
 from dispatcher.core import (
     AgentState,
     DispatchCore,
-    Rejected,
+    Fetched,
     Snapshot,
     Sold,
     TicketFact,
@@ -678,18 +678,15 @@ class Dispatcher:
             size=batch.size,
             duration_ms=round((time.perf_counter() - batch.started) * 1000, 2),
         )
-        for item, fetched in batch.fetches:
-            if isinstance(fetched, Rejected):
-                settle(item, error=AgentNotAllowed())
-            else:
+        for item, decision in batch.decided:
+            if isinstance(decision, Fetched):
                 # Rows, not the API's dicts: those are built by each caller's own task, after
                 # the next batch has gone out (fetch() and sell() finish the answers).
-                settle(item, result=[payloads[t] for t in fetched.held])
-        for item, sold in batch.sells:
-            if isinstance(sold, Sold):
-                settle(item, result=(sold.sold, sold.already_sold))
-            elif sold.reason == "not_held":
-                settle(item, error=SellRejected(sold.detail))
+                settle(item, result=[payloads[t] for t in decision.held])
+            elif isinstance(decision, Sold):
+                settle(item, result=(decision.sold, decision.already_sold))
+            elif decision.reason == "not_held":
+                settle(item, error=SellRejected(decision.detail))
             else:
                 settle(item, error=AgentNotAllowed())
 

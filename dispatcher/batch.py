@@ -33,10 +33,9 @@ class Batch:
     """Trades decided together and written in one statement. The statement's arrays grow
     as each trade is decided, so nothing is left to build between two commits."""
 
-    fetches: list[tuple[Waiting, Fetched | Rejected]] = field(default_factory=list)
-    sells: list[tuple[Waiting, Sold | Rejected]] = field(default_factory=list)
-    # Every trade in the order it was decided, which is the order it arrived in.
-    arrived: list[Waiting] = field(default_factory=list)
+    # Every trade with its decision, in the order it was decided, which is the order it
+    # arrived in: answered in that order too, so whoever has waited longest is written first.
+    decided: list[tuple[Waiting, Fetched | Sold | Rejected]] = field(default_factory=list)
     assign_ids: list[int] = field(default_factory=list)
     assign_agents: list[int] = field(default_factory=list)
     sell_ids: list[int] = field(default_factory=list)
@@ -52,11 +51,14 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return len(self.arrived)
+        return len(self.decided)
+
+    @property
+    def arrived(self) -> list[Waiting]:
+        return [item for item, _ in self.decided]
 
     def add_fetch(self, item: Waiting, fetched: Fetched | Rejected) -> None:
-        self.arrived.append(item)
-        self.fetches.append((item, fetched))
+        self.decided.append((item, fetched))
         if isinstance(fetched, Fetched):
             self.assign_ids.extend(fetched.assigned)
             self.assign_agents.extend([fetched.agent_id] * len(fetched.assigned))
@@ -65,8 +67,7 @@ class Batch:
                 self.held_before.update(set(fetched.held).difference(fetched.assigned))
 
     def add_sell(self, item: Waiting, decision: Sold | Rejected) -> None:
-        self.arrived.append(item)
-        self.sells.append((item, decision))
+        self.decided.append((item, decision))
         if isinstance(decision, Sold):
             self.sell_ids.extend(decision.sold)
             self.sell_agents.extend([decision.agent_id] * len(decision.sold))
