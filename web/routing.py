@@ -56,9 +56,10 @@ _BARE_PARAMETER = re.compile(r"\{(\w+)\}")
 def add_operations(app: web.Application, operations: list[Operation]) -> None:
     """Register each operation. A bare `{name}` segment is an id and matches digits only,
     as the OpenAPI document says: `/api/tickets/fetch_tickets/` is then never mistaken for
-    ticket "fetch_tickets", so a wrong method there is a 405 (with Allow), not a 404."""
+    ticket "fetch_tickets", so a wrong method there is a 405 (with Allow), not a 404.
+    ASCII digits: `\\d` would match any script's digits, which int() reads as well."""
     for operation in operations:
-        path = _BARE_PARAMETER.sub(r"{\1:\\d+}", operation.path)
+        path = _BARE_PARAMETER.sub(r"{\1:[0-9]+}", operation.path)
         app.router.add_route(operation.method, path, operation.handler)
 
 
@@ -123,6 +124,10 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
         data = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    except ValueError:
+        # int() refuses a literal of over 4,300 digits (Python's guard against quadratic
+        # conversion): a client's input, not a server error.
+        raise BadRequest("The request body holds a number too long to read.") from None
     try:
         return _adapter(kind).validate_python(data)
     except pydantic.ValidationError as error:
@@ -139,7 +144,7 @@ def parse_query(request: web.Request, model: type[Model]) -> Model:
 def path_id(request: web.Request, name: str = "id") -> int:
     """A positive integer path parameter; anything else is a 404: no such resource exists."""
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) == 0:
         raise NotFound()
     return int(raw)
 

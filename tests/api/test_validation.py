@@ -65,6 +65,25 @@ CASES: dict[str, Case] = {
         "admin", "POST", TICKETS, 400, "bad_request", data=b'{"title": "\xff"}', headers=JSON
     ),
     "a string, not an object": invalid("admin", "POST", TICKETS, "a title", "body"),
+    # Python's int() refuses a literal of over 4,300 digits: a 400, not an unhandled error.
+    "a sale naming a 5,000-digit id": Case(
+        "agent owner",
+        "POST",
+        SELL,
+        400,
+        "bad_request",
+        data=b'{"ticket_ids": [' + b"1" * 5000 + b"]}",
+        headers=JSON,
+    ),
+    "a login with a 4,400-digit number": Case(
+        "plain user",
+        "POST",
+        "/api/auth-token/",
+        400,
+        "bad_request",
+        data=b'{"username": "x", "password": "y", "z": ' + b"9" * 4400 + b"}",
+        headers=JSON,
+    ),
     "an array of strings": invalid("admin", "POST", TICKETS, ["a title"], "0"),
     "an array for one user": invalid("admin", "POST", USERS, [{"username": "x"}], "body"),
     # Wrong types: JSON types are taken as they are, never coerced.
@@ -236,6 +255,9 @@ CASES: dict[str, Case] = {
     "no trailing slash": Case("admin", "GET", "/api/users", 404, "not_found"),
     "non-numeric id": Case("admin", "GET", "/api/users/abc/", 404, "not_found"),
     "id 0": Case("admin", "GET", "/api/tickets/0/", 404, "not_found"),
+    # int() reads any script's digits: ticket 1 must not answer to these.
+    "id in Arabic-Indic digits": Case("admin", "GET", "/api/tickets/\u0661/", 404, "not_found"),
+    "id in full-width digits": Case("admin", "GET", "/api/tickets/\uff11/", 404, "not_found"),
     "huge id": Case("admin", "GET", "/api/agents/99999999999999999999/", 404, "not_found"),
     "missing user id": Case("admin", "GET", "/api/users/999999/", 404, "not_found"),
     "missing ticket": Case(
