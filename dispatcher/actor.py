@@ -88,6 +88,9 @@ INSERT_CHANNEL = "tickets_inserted"
 # ADMIN_REPLY_CHANNEL with the request's id. Keep in sync with cli/dispatch.py.
 ADMIN_CHANNEL = "dispatcher_admin"
 ADMIN_REPLY_CHANNEL = "dispatcher_admin_reply"
+# A user's activity changed (the users trigger of migration 0007): the payload is its agent's
+# id, whose state the leader re-reads.
+AGENT_CHANNEL = "dispatcher_agent_changed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,7 +235,8 @@ class Dispatcher:
         self, agent_id: int, *, capacity: int | None = None, is_active: bool | None = None
     ) -> list[int]:
         """Change capacity and/or activity; returns the tickets the change released (all on
-        deactivation, the newest excess below a lowered capacity). Raises AgentNotFound,
+        deactivation, the newest excess below a lowered capacity). With no change, re-read
+        the agent: it is active only while its user is too. Raises AgentNotFound,
         Unavailable."""
         result: list[int] = await self._submit(cmd.UpdateAgent(agent_id, capacity, is_active))
         return result
@@ -340,6 +344,7 @@ class Dispatcher:
         listen = connection.on_notification(self._on_notification)
         await listen(INSERT_CHANNEL)
         await listen(ADMIN_CHANNEL)
+        await listen(AGENT_CHANNEL)
         self.epoch = connection.epoch
         await self._reload(connection)
         self._become("leader")
@@ -384,6 +389,10 @@ class Dispatcher:
         if channel == ADMIN_CHANNEL:
             self._on_admin_request(payload)
             return
+        if channel == AGENT_CHANNEL:
+            with contextlib.suppress(ValueError):
+                self._enqueue_unawaited(cmd.UpdateAgent(int(payload), None, None))
+            return
         low, _, high = payload.partition(",")
         with contextlib.suppress(ValueError):
             self._inserts.add(int(low), int(high))
@@ -400,7 +409,13 @@ class Dispatcher:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("admin_request_refused", payload=payload[:200], error=str(exc))
             return
+        self._enqueue_unawaited(command, reply_id=reply_id)
+
+    def _enqueue_unawaited(self, command: cmd.Command, *, reply_id: str | None = None) -> None:
+        """Queue a command nobody in this process awaits: its outcome is logged or sent back
+        by NOTIFY, and retrieved here so that asyncio does not report it as lost."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve_outcome)
         self._inbox.append(Waiting(command, future, reply_id=reply_id))
         self._wake.set()
 
@@ -804,3 +819,8 @@ class Dispatcher:
     def _fail_all(self, error: Exception) -> None:
         settle_all(self._inbox, error)
         self._inbox.clear()
+
+
+def _retrieve_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

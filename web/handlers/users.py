@@ -13,7 +13,8 @@ A field sent with the value it already has is not a change: a user may PUT its o
 back with only the email or password different. Passwords are hashed with argon2id off the
 event loop, and are never returned or logged. A new password revokes the user's tokens, all
 but the one that changed it. Nothing takes away the last active admin: demoting,
-deactivating or deleting it is a 409.
+deactivating or deleting it is a 409. Deactivating an agent's user gives its tickets back and
+stops its fetches; reactivating it lets the agent trade again (if the agent is active).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from dispatcher.errors import AgentNotFound, Unavailable
 from storage.database import Database, Transaction
 from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, request_key_digest, require_admin, require_admin_or_agent
@@ -155,10 +157,22 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
         request.app[AUTHENTICATOR].forget_all()
     # Field names only: values (a password above all) stay out of the logs.
     log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
-    if changes.get("is_active") is False and current["agent_id"] is not None:
-        # A deactivated user can no longer log in: its agent's tickets would wait forever.
-        await request.app[DISPATCHER].release_agent(current["agent_id"])
+    if current["agent_id"] is not None and row["is_active"] != current["is_active"]:
+        await _agent_follows_user(request, current["agent_id"])
     return json_response(User.model_validate(row))
+
+
+async def _agent_follows_user(request: web.Request, agent_id: int) -> None:
+    """An agent trades only while its user is active: a deactivated user's tickets go back to
+    the queue, and its agent fetches nothing more (a user who cannot log in would leave them
+    waiting forever). The leader learns of the change from the database itself (a trigger's
+    NOTIFY, and every reload), so the change stands even when this process is a standby.
+    When it leads, it applies the change before answering, so that no fetch answered after
+    this response hands the agent a ticket."""
+    try:
+        await request.app[DISPATCHER].update_agent(agent_id)
+    except (Unavailable, AgentNotFound) as exc:
+        log.info("agent_follows_user_later", agent_id=agent_id, reason=type(exc).__name__)
 
 
 async def replace_user(request: web.Request) -> web.Response:
@@ -222,8 +236,9 @@ OPERATIONS = [
         summary="Replace a user's fields (admins; a user may change its own email and password)",
         description=(
             "A new password revokes the user's other tokens (all of them when an admin sets"
-            " it). 409 for a username that is taken, or for demoting or deactivating the last"
-            " active admin."
+            " it). Deactivating an agent's user gives the agent's tickets back and stops its"
+            " fetches. 409 for a username that is taken, or for demoting or deactivating the"
+            " last active admin."
         ),
         tag="users",
         body=UserReplace,
@@ -236,8 +251,9 @@ OPERATIONS = [
         summary="Change some of a user's fields (admins; a user its own email and password)",
         description=(
             "A new password revokes the user's other tokens (all of them when an admin sets"
-            " it). 409 for a username that is taken, or for demoting or deactivating the last"
-            " active admin."
+            " it). Deactivating an agent's user gives the agent's tickets back and stops its"
+            " fetches. 409 for a username that is taken, or for demoting or deactivating the"
+            " last active admin."
         ),
         tag="users",
         body=UserUpdate,

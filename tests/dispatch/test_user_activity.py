@@ -1,0 +1,124 @@
+"""An agent trades only while its user is active.
+
+Deactivating the user gives the agent's tickets back and refuses its fetches at once, however
+the user was deactivated: through the leader's API, through a standby's (which cannot reach
+the dispatcher), or by plain SQL. The leader learns the last two from the database (a trigger's
+NOTIFY), and applies the same rule at every load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from web.keys import DISPATCHER
+
+FETCH = "/api/tickets/fetch_tickets/"
+# Far above a notification's delivery; reached only when the change never arrives.
+NOTICE_DEADLINE_S = 10
+
+
+@pytest.fixture
+def leader(client):
+    """The leading app, for the `standby` fixture (this folder's own `leader` is a bare lock
+    connection, which would fence `client`)."""
+    return client
+
+
+async def held_by(db, agent_id: int) -> list[int]:
+    rows = await db.fetch(
+        "SELECT id FROM tickets WHERE status = 'assigned' AND agent_id = $1 ORDER BY id", agent_id
+    )
+    return [row["id"] for row in rows]
+
+
+async def until_released(db, agent_id: int) -> None:
+    deadline = time.monotonic() + NOTICE_DEADLINE_S
+    while held := await held_by(db, agent_id):
+        assert time.monotonic() < deadline, f"agent {agent_id} still holds {held}"
+        await asyncio.sleep(0.02)
+
+
+async def fetched_ids(client, actor) -> list[int]:
+    response = await client.post(FETCH, headers=actor.headers)
+    assert response.status == 200, await response.text()
+    return [t["id"] for t in (await response.json())["tickets"]]
+
+
+async def assert_fetch_refused(client, actor, db) -> None:
+    """The token may still be cached (401 comes within its TTL): the dispatcher says 403."""
+    response = await client.post(FETCH, headers=actor.headers)
+    assert response.status in (401, 403), await response.text()
+    assert await held_by(db, actor.agent_id) == []
+
+
+async def test_deactivating_a_user_stops_its_agent_at_once_and_reactivating_restores_it(
+    client, make, db
+):
+    ids = await make.tickets(6)
+    admin = await make.admin()
+    agent = await make.agent(capacity=2)
+    assert await fetched_ids(client, agent) == ids[:2]
+
+    response = await client.patch(
+        f"/api/users/{agent.user_id}/", json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status == 200, await response.text()
+    assert await held_by(db, agent.agent_id) == []
+    # Its token is still in this process's cache: only the dispatcher can refuse this fetch.
+    await assert_fetch_refused(client, agent, db)
+
+    response = await client.patch(
+        f"/api/users/{agent.user_id}/", json={"is_active": True}, headers=admin.headers
+    )
+    assert response.status == 200, await response.text()
+    # The released tickets are the oldest waiting ones again.
+    assert await fetched_ids(client, agent) == ids[:2]
+
+
+async def test_a_user_deactivated_through_a_standby_loses_its_tickets_at_the_leader(
+    leader, standby, make, db
+):
+    ids = await make.tickets(4)
+    admin = await make.admin()
+    agent = await make.agent(capacity=3)
+    assert await fetched_ids(leader, agent) == ids[:3]
+
+    response = await standby.patch(
+        f"/api/users/{agent.user_id}/", json={"is_active": False}, headers=admin.headers
+    )
+    # The change is the user's, which any server may make; the leader applies its effect.
+    assert response.status == 200, await response.text()
+    assert (await response.json())["is_active"] is False
+    await until_released(db, agent.agent_id)
+    await assert_fetch_refused(leader, agent, db)
+
+
+async def test_a_user_deactivated_by_plain_sql_loses_its_tickets(client, make, db):
+    ids = await make.tickets(4)
+    agent = await make.agent(capacity=3)
+    assert await fetched_ids(client, agent) == ids[:3]
+
+    await db.execute("UPDATE users SET is_active = false WHERE id = $1", agent.user_id)
+    await until_released(db, agent.agent_id)
+    await assert_fetch_refused(client, agent, db)
+    assert client.app[DISPATCHER].queue_length == 4
+
+
+async def test_a_leader_starting_up_gives_back_what_an_inactive_users_agent_holds(serve, make, db):
+    ids = await make.tickets(3)
+    agent = await make.agent(capacity=2)
+    await db.execute(
+        "UPDATE tickets SET status = 'assigned', agent_id = $1, assigned_at = now()"
+        " WHERE id = ANY($2::bigint[])",
+        agent.agent_id,
+        ids[:2],
+    )
+    await db.execute("UPDATE users SET is_active = false WHERE id = $1", agent.user_id)
+
+    client = await serve()
+    assert await held_by(db, agent.agent_id) == []
+    other = await make.agent(capacity=3)
+    assert await fetched_ids(client, other) == ids
