@@ -26,13 +26,7 @@ class Unavailable(DispatcherError):
 
 
 class NotLeader(Unavailable):
-    """This process is a standby: another process dispatches tickets."""
-
-    def __init__(
-        self, message: str | None = None, *, retry_after_s: int = 1, leader: str | None = None
-    ):
-        super().__init__(message, retry_after_s=retry_after_s)
-        self.leader = leader
+    """This process is a standby: another process dispatches tickets (`/readyz` says which)."""
 
 
 class CommitFailed(Unavailable):

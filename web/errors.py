@@ -133,9 +133,6 @@ def validation_detail(error: pydantic.ValidationError) -> list[dict[str, Any]]:
 def from_dispatcher_error(error: dispatch.DispatcherError) -> ApiError:
     """The HTTP face of each dispatcher refusal; keep in sync with dispatcher/errors.py."""
     message = str(error)
-    if isinstance(error, dispatch.NotLeader):
-        retry = {"Retry-After": str(error.retry_after_s)}
-        return ServiceUnavailable(message, headers=retry, extra={"leader": error.leader})
     if isinstance(error, dispatch.Unavailable):
         return ServiceUnavailable(message, headers={"Retry-After": str(error.retry_after_s)})
     if isinstance(error, dispatch.SellRejected):

@@ -121,7 +121,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "ServiceUnavailable",
         _error_response(
             "`unavailable`: the database or the dispatcher cannot answer right now; retrying"
-            " after `Retry-After` seconds is safe. A standby also names the `leader`.",
+            " after `Retry-After` seconds is safe. `GET /readyz` names the leader.",
             retry_after=True,
         ),
     ),

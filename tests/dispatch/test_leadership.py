@@ -24,6 +24,8 @@ async def test_a_second_server_is_a_standby_and_takes_over(client, settings, mak
         refused = await standby.post(FETCH, headers=agent.headers)
         assert refused.status == 503
         assert refused.headers["Retry-After"] == "1"
+        # The one error shape: no `leader` field that a standby cannot fill (`/readyz` names it).
+        assert (await refused.json()).keys() == {"error", "detail"}
         assert (await refused.json())["error"] == "unavailable"
         first = await client.post(FETCH, headers=agent.headers)
         held = [t["id"] for t in (await first.json())["tickets"]]
