@@ -241,6 +241,13 @@ class Dispatcher:
         result: list[int] = await self._submit(cmd.UpdateAgent(agent_id, capacity, is_active))
         return result
 
+    async def agent_changed(self, agent_id: int) -> None:
+        """The database changed what the agent may do (its user's activity): apply it now if
+        this process leads. Nothing is lost otherwise: the leader learns it from the users
+        trigger's NOTIFY and from every reload, and a deleted agent has nothing to apply."""
+        with contextlib.suppress(Unavailable, AgentNotFound):
+            await self.update_agent(agent_id)
+
     async def release_agent(self, agent_id: int) -> list[int]:
         """Return the agent's held tickets to the queue at their creation-order place."""
         result: list[int] = await self._submit(cmd.ReleaseAgent(agent_id))

@@ -26,7 +26,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dispatcher.errors import AgentNotFound, Unavailable
 from storage.database import Database, Transaction
 from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, request_key_digest, require_admin, require_admin_or_agent
@@ -158,21 +157,12 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
     # Field names only: values (a password above all) stay out of the logs.
     log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
     if current["agent_id"] is not None and row["is_active"] != current["is_active"]:
-        await _agent_follows_user(request, current["agent_id"])
+        # An agent trades only while its user is active (a user who cannot log in would leave
+        # its tickets waiting forever). The leader learns this from the database whichever
+        # server made the change; when this one leads, it applies it before answering, so no
+        # fetch answered after this response hands the agent a ticket.
+        await request.app[DISPATCHER].agent_changed(current["agent_id"])
     return json_response(User.model_validate(row))
-
-
-async def _agent_follows_user(request: web.Request, agent_id: int) -> None:
-    """An agent trades only while its user is active: a deactivated user's tickets go back to
-    the queue, and its agent fetches nothing more (a user who cannot log in would leave them
-    waiting forever). The leader learns of the change from the database itself (a trigger's
-    NOTIFY, and every reload), so the change stands even when this process is a standby.
-    When it leads, it applies the change before answering, so that no fetch answered after
-    this response hands the agent a ticket."""
-    try:
-        await request.app[DISPATCHER].update_agent(agent_id)
-    except (Unavailable, AgentNotFound) as exc:
-        log.info("agent_follows_user_later", agent_id=agent_id, reason=type(exc).__name__)
 
 
 async def replace_user(request: web.Request) -> web.Response:
