@@ -6,10 +6,15 @@ import asyncio
 
 from aiohttp.test_utils import TestClient
 
+from tests.support.in_process import AppServer
+from tests.support.proxy import Proxy
+from web.app import create_app
 from web.keys import DATABASE, DISPATCHER
 
 FETCH = "/api/tickets/fetch_tickets/"
 DEADLINE_S = 15  # seconds; only reached when something is broken
+# Far above the probe's own 0.5 s, far below a frozen database's indefinite silence.
+FROZEN_ANSWER_BOUND_S = 5
 
 
 async def readiness(client: TestClient) -> tuple[int, dict]:
@@ -135,3 +140,23 @@ async def test_liveness_needs_no_database_but_readiness_does(leader):
     assert body["reason"] == "database_unavailable"
     assert body["role"] == "leader"
     assert body["leader"]["identity"] == leader.app[DISPATCHER].identity
+
+
+async def test_readiness_answers_while_the_database_is_frozen(
+    database_url, settings, aiohttp_client
+):
+    """A database that takes no traffic at all (frozen, partitioned): the probe says so within
+    its own timeout instead of hanging with it. Bounded in time, not timed."""
+    async with Proxy.to(database_url) as proxy:
+        app = create_app(settings.model_copy(update={"database_url": proxy.dsn(database_url)}))
+        client = await aiohttp_client(AppServer(app))
+        await asyncio.wait_for(client.app[DISPATCHER].leading.wait(), DEADLINE_S)
+        assert (await readiness(client))[0] == 200
+        proxy.stall()
+        try:
+            async with asyncio.timeout(FROZEN_ANSWER_BOUND_S):
+                status, body = await readiness(client)
+        finally:
+            proxy.resume()
+        assert status == 503
+        assert body["reason"] == "database_unavailable"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import pydantic
 from aiohttp import web
@@ -134,14 +134,39 @@ def assess(
     )
 
 
+# Reads that outlived the timeout, finishing in the background (see read_leadership).
+_abandoned_reads: set[asyncio.Future[Any]] = set()
+
+
 async def read_leadership(database: Database, *, lock_key: int) -> LeadershipRecord | None:
-    """The leadership record, or None when the database does not answer within the timeout."""
-    try:
-        async with asyncio.timeout(DATABASE_TIMEOUT_S):
-            row = await database.fetchrow("dispatcher_leadership_get")
-            holders = await database.fetch("dispatcher_lock_holder", lock_key)
-    except (StorageError, TimeoutError):
+    """The leadership record, or None when the database does not answer within the timeout.
+
+    The read runs as a task of its own, left behind when it is late: cancelling a query is not
+    enough, as asyncpg's pool returns the connection shielded from cancellation and waits for
+    the server to acknowledge the cancel, which a frozen server never does (the probe hung
+    for as long as the database did)."""
+    read = asyncio.ensure_future(_read_leadership(database, lock_key))
+    await asyncio.wait({read}, timeout=DATABASE_TIMEOUT_S)
+    if not read.done():
+        read.cancel()
+        _abandoned_reads.add(read)
+        read.add_done_callback(_forget_read)
         return None
+    try:
+        return read.result()
+    except StorageError:
+        return None
+
+
+def _forget_read(read: asyncio.Future[Any]) -> None:
+    _abandoned_reads.discard(read)
+    if not read.cancelled():
+        read.exception()
+
+
+async def _read_leadership(database: Database, lock_key: int) -> LeadershipRecord | None:
+    row = await database.fetchrow("dispatcher_leadership_get")
+    holders = await database.fetch("dispatcher_lock_holder", lock_key)
     if row is None:  # the migration inserts the one row; only a hand-edited database lacks it
         return None
     return LeadershipRecord(
