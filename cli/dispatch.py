@@ -292,7 +292,8 @@ class Released:
 
 
 @click.command()
-@click.argument("agent_id", type=click.IntRange(min=1), required=False)
+# Ids are PostgreSQL bigints: a larger number names no agent, and asyncpg would refuse to send it.
+@click.argument("agent_id", type=click.IntRange(min=1, max=2**63 - 1), required=False)
 @click.option("--username", help="Name the agent by its username instead of AGENT_ID.")
 @click.option(
     "--timeout",

@@ -66,6 +66,11 @@ def serve(host: str | None, port: int | None) -> None:
     except (NotSafeForLeadership, StorageError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        # Binding the listener (the app and its database are closed again by then): a port
+        # in use, an address this host does not have.
+        click.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
+        sys.exit(2)
 
 
 def _run(settings: Settings, app: web.Application, loop: asyncio.AbstractEventLoop) -> None:

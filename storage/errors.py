@@ -60,6 +60,15 @@ _UNAVAILABLE = (
 )
 
 
+# A server that answers but refuses the connection: a DATABASE_URL naming a database or role
+# that does not exist, or a wrong password. For the caller, the database is not there.
+_REFUSED_AT_LOGIN = (
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidPasswordError,
+)
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Re-raise driver errors as StorageError subclasses; anything else passes through."""
@@ -89,5 +98,7 @@ def translated() -> Iterator[None]:
             raise guard(str(exc)) from exc
         if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        if isinstance(exc, _REFUSED_AT_LOGIN):
+            # The server's own words name what is wrong: the database, the role, the password.
+            raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
         raise
-        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc

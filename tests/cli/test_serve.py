@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.cli.conftest import TICKETS, base_env
+from tests.cli.conftest import TICKETS, Tickets, base_env, explain
 from tests.support.postgres import free_port
 
 START_TIMEOUT_S = 30.0
@@ -190,3 +191,14 @@ def test_data_persists_across_restarts(workdir: Path) -> None:
         assert status == 200, body
         assert isinstance(body["token"], str)
         assert_stopped_cleanly(service, data_dir)
+
+
+async def test_serve_on_a_port_in_use_exits_with_2_in_one_line(tickets: Tickets) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await tickets.run("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 2, explain(result)
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from argon2 import PasswordHasher
+from yarl import URL
 
 from tests.cli.conftest import Tickets, explain
 from tests.support.postgres import free_port
@@ -224,4 +227,28 @@ async def test_an_unreachable_database_exits_with_2(tickets: Tickets) -> None:
     result = await tickets.run("create-agent", "alice", env={"DATABASE_URL": closed})
     assert result.returncode == 2, explain(result)
     assert "database unavailable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("refused", "named"),
+    [
+        (lambda url: url.with_path("/no_such_database"), "no_such_database"),
+        (lambda url: url.with_user("no_such_role"), "no_such_role"),
+    ],
+    ids=["unknown database", "unknown role"],
+)
+@pytest.mark.parametrize("command", [("create-agent", "alice"), ("stats",), ("migrate",)])
+async def test_a_database_url_the_server_refuses_exits_with_2_in_one_line(
+    tickets: Tickets,
+    database_url: str,
+    refused: Callable[[URL], URL],
+    named: str,
+    command: tuple[str, ...],
+) -> None:
+    """The server answers but refuses the login: the operator reads which name is wrong."""
+    result = await tickets.run(*command, env={"DATABASE_URL": str(refused(URL(database_url)))})
+    assert result.returncode == 2, explain(result)
+    assert "database unavailable" in result.stderr
+    assert named in result.stderr
     assert "Traceback" not in result.stderr

@@ -119,9 +119,10 @@ async def test_release_of_an_unknown_agent_exits_1(tickets: Tickets, leader, mak
 
 
 async def test_release_needs_exactly_one_way_to_name_the_agent(tickets: Tickets) -> None:
-    for args in ([], ["3", "--username", "alice"], ["not-a-number"], ["0"]):
+    for args in ([], ["3", "--username", "alice"], ["not-a-number"], ["0"], [str(2**63)]):
         result = await tickets.invoke("release", *args)
         assert result.exit_code == 1, explain(result)
+        assert "Traceback" not in result.output
 
 
 async def test_release_exits_2_when_the_lock_holder_does_not_answer(
