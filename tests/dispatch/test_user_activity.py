@@ -47,6 +47,14 @@ async def fetched_ids(client, actor) -> list[int]:
     return [t["id"] for t in (await response.json())["tickets"]]
 
 
+async def set_user_active(server, admin, user_id: int, active: bool) -> dict:
+    response = await server.patch(
+        f"/api/users/{user_id}/", json={"is_active": active}, headers=admin.headers
+    )
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
 async def assert_fetch_refused(client, actor, db) -> None:
     """The token may still be cached (401 comes within its TTL): the dispatcher says 403."""
     response = await client.post(FETCH, headers=actor.headers)
@@ -62,18 +70,12 @@ async def test_deactivating_a_user_stops_its_agent_at_once_and_reactivating_rest
     agent = await make.agent(capacity=2)
     assert await fetched_ids(client, agent) == ids[:2]
 
-    response = await client.patch(
-        f"/api/users/{agent.user_id}/", json={"is_active": False}, headers=admin.headers
-    )
-    assert response.status == 200, await response.text()
+    await set_user_active(client, admin, agent.user_id, False)
     assert await held_by(db, agent.agent_id) == []
     # Its token is still in this process's cache: only the dispatcher can refuse this fetch.
     await assert_fetch_refused(client, agent, db)
 
-    response = await client.patch(
-        f"/api/users/{agent.user_id}/", json={"is_active": True}, headers=admin.headers
-    )
-    assert response.status == 200, await response.text()
+    await set_user_active(client, admin, agent.user_id, True)
     # The released tickets are the oldest waiting ones again.
     assert await fetched_ids(client, agent) == ids[:2]
 
@@ -86,12 +88,8 @@ async def test_a_user_deactivated_through_a_standby_loses_its_tickets_at_the_lea
     agent = await make.agent(capacity=3)
     assert await fetched_ids(leader, agent) == ids[:3]
 
-    response = await standby.patch(
-        f"/api/users/{agent.user_id}/", json={"is_active": False}, headers=admin.headers
-    )
     # The change is the user's, which any server may make; the leader applies its effect.
-    assert response.status == 200, await response.text()
-    assert (await response.json())["is_active"] is False
+    assert (await set_user_active(standby, admin, agent.user_id, False))["is_active"] is False
     await until_released(db, agent.agent_id)
     await assert_fetch_refused(leader, agent, db)
 
