@@ -60,7 +60,12 @@ def add_operations(app: web.Application, operations: list[Operation]) -> None:
     ASCII digits: `\\d` would match any script's digits, which int() reads as well."""
     for operation in operations:
         path = _BARE_PARAMETER.sub(r"{\1:[0-9]+}", operation.path)
-        app.router.add_route(operation.method, path, operation.handler)
+        if operation.method == "GET":
+            # With HEAD, as HTTP asks of a general-purpose server (RFC 9110, 9.1) and aiohttp's
+            # add_get does by default: load balancers and uptime checks probe with HEAD.
+            app.router.add_get(path, operation.handler)
+        else:
+            app.router.add_route(operation.method, path, operation.handler)
 
 
 async def principal(request: web.Request) -> Principal:

@@ -83,7 +83,10 @@ async def test_every_route_is_documented_and_nothing_else(client):
         for route in client.app.router.routes()
         if route.resource is not None and route.resource.canonical not in DOCS_PATHS
     }
-    assert routed == set(operations_of(document))
+    # HEAD is GET without the body (RFC 9110), served beside every GET and documented by it.
+    heads = {path for method, path in routed if method == "HEAD"}
+    assert heads == {path for method, path in routed if method == "GET"}
+    assert {(m, p) for m, p in routed if m != "HEAD"} == set(operations_of(document))
     assert not any(path in document["paths"] for path in DOCS_PATHS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.in_process import AppServer
@@ -160,3 +161,14 @@ async def test_readiness_answers_while_the_database_is_frozen(
             proxy.resume()
         assert status == 503
         assert body["reason"] == "database_unavailable"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_probes_answer_head_as_they_answer_get(client, path):
+    """Load balancers and uptime checks often probe with HEAD: the same status and headers,
+    no body."""
+    got = await client.get(path)
+    head = await client.head(path)
+    assert head.status == got.status == 200
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert await head.read() == b""
