@@ -319,6 +319,8 @@ class Dispatcher:
                 connection.abort()
                 await self._pause(1)
             else:
+                # Stopping (SIGTERM): every waiter was answered; a standby takes the lock now.
+                log.info("leadership_released", epoch=connection.epoch, identity=self.identity)
                 await connection.close()
             finally:
                 self._connection = None

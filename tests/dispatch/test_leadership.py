@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 
 from storage.leadership import NotSafeForLeadership
@@ -31,8 +32,12 @@ async def test_a_second_server_is_a_standby_and_takes_over(client, settings, mak
         held = [t["id"] for t in (await first.json())["tickets"]]
         epoch_before = await db.fetchval("SELECT epoch FROM dispatcher_leadership")
 
-        await client.app[DISPATCHER].stop()
-        await standby.app[DISPATCHER].leading.wait()
+        with structlog.testing.capture_logs() as logs:
+            await client.app[DISPATCHER].stop()
+            await standby.app[DISPATCHER].leading.wait()
+        # The hand-over reads in the logs: released here, gained there.
+        events = [entry["event"] for entry in logs if entry["event"].startswith("leadership")]
+        assert events == ["leadership_released", "leadership_gained"], logs
 
         again = await standby.post(FETCH, headers=agent.headers)
         assert again.status == 200
