@@ -123,6 +123,33 @@ class _BatchFailed(Exception):
         self.batch = batch
 
 
+class _Upkeep:
+    """When the leader's connection is next due a heartbeat and a rescan.
+
+    Both fall due by the clock, busy or idle. The session's idle timeout ends a leader that
+    sends nothing for a few seconds, and a stream of batches that write nothing (agents at
+    capacity, an empty queue) sends nothing; a stream that never lets the inbox empty would
+    otherwise never rescan, and a missed notification would stay missed while it lasts.
+    """
+
+    def __init__(self, options: DispatcherOptions) -> None:
+        self._options = options
+        now = time.monotonic()
+        self.heartbeat_at = now + options.heartbeat_interval_s
+        self.rescan_at = now + options.rescan_interval_s
+
+    def spoke(self) -> None:
+        """A statement ran on the connection: no heartbeat needed for a while."""
+        self.heartbeat_at = time.monotonic() + self._options.heartbeat_interval_s
+
+    def rescanned(self) -> None:
+        self.rescan_at = time.monotonic() + self._options.rescan_interval_s
+        self.spoke()
+
+    def seconds_left(self) -> float:
+        return max(0.0, min(self.heartbeat_at, self.rescan_at) - time.monotonic())
+
+
 @dataclass
 class _InsertNews:
     """Ranges of ids the insert trigger announced since they were last absorbed."""
@@ -171,6 +198,7 @@ class Dispatcher:
         # the writer is committing.
         self._ahead = Batch()
         self._writing = Batch()
+        self._upkeep = _Upkeep(options)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -359,28 +387,32 @@ class Dispatcher:
         self._become("leader")
         self.stats.leadership_gained += 1
         log.info("leadership_gained", epoch=connection.epoch, identity=self.identity)
-        next_rescan = time.monotonic() + self.options.rescan_interval_s
+        self._upkeep = _Upkeep(self.options)
         while True:
             if lost.is_set() or connection.is_closed():
                 raise LeadershipLost("the leader connection closed")
             if self._stopping and not self._inbox:
                 return
+            await self._keep_up(connection)
             if not self._inbox and self._inserts.low is None:
-                if time.monotonic() >= next_rescan:
-                    await self._guarded(self._rescan(connection))
-                    next_rescan = time.monotonic() + self.options.rescan_interval_s
-                    continue
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.options.heartbeat_interval_s)
-                except TimeoutError:
-                    await connection.heartbeat(timeout_s=self.options.write_timeout_s)
+                await self._pause(self._upkeep.seconds_left())
                 continue
             await self._guarded(self._absorb_inserts(connection))
             waiting = [
                 self._inbox.popleft() for _ in range(min(len(self._inbox), self.options.max_batch))
             ]
             await self._run_batch(connection, waiting)
+
+    async def _keep_up(self, connection: LeaderConnection) -> None:
+        """The rescan or the heartbeat, if one is due. Safe between any two batches: a
+        rescan skips what memory holds, also what a batch decided ahead holds."""
+        now = time.monotonic()
+        if now >= self._upkeep.rescan_at:
+            await self._guarded(self._rescan(connection))
+            self._upkeep.rescanned()
+        elif now >= self._upkeep.heartbeat_at:
+            await connection.heartbeat(timeout_s=self.options.write_timeout_s)
+            self._upkeep.spoke()
 
     async def _guarded(self, work: Any) -> Any:
         """Bound a database step in time: a stalled connection means leadership is lost.
@@ -601,6 +633,12 @@ class Dispatcher:
             except Exception as exc:
                 raise _BatchFailed(batch) from exc
             self._answer(batch, payloads)
+            try:
+                await self._keep_up(connection)
+            except (StorageError, OSError) as exc:
+                raise _BatchFailed(self._ahead) from LeadershipLost(f"upkeep failed: {exc!r}")
+            except LeadershipLost as exc:
+                raise _BatchFailed(self._ahead) from exc
             if not pipeline:
                 return
             # Commands that arrived since the deciding task last had its turn (it queues
@@ -677,6 +715,7 @@ class Dispatcher:
                     sell_agents=batch.sell_agents,
                 )
             )
+            self._upkeep.spoke()
         batch.committed = time.perf_counter()
         if self._core.needs_refill():
             # Topping the window up here, in the pipeline, keeps the batches decided
