@@ -34,6 +34,9 @@ from storage.errors import DatabaseUnavailable, Diverged, Fenced, StorageError, 
 from storage.queries import QUERIES
 from storage.wire import as_matrix
 
+# How soon PostgreSQL notices that a standby waiting for the lock has gone away.
+_CLIENT_CHECK_MS = 1000
+
 
 class NotSafeForLeadership(StorageError):
     """The database connection cannot guarantee what the dispatcher relies on."""
@@ -81,10 +84,15 @@ class LeaderConnection:
                 # SETs, not startup parameters: a session pooler refuses unknown ones. No
                 # statement timeout: a standby waits inside pg_advisory_lock, unbounded.
                 # DateStyle and TimeZone fix how the batch's timestamps print (storage/wire.py).
+                # client_connection_check_interval: a backend waiting for the lock reads
+                # nothing from its client, so without it a standby that went away (stopped,
+                # killed) would leave its session queued for the lock, holding a connection
+                # slot, until the lock came its way.
                 await connection.execute(
                     "SET statement_timeout = 0;"
                     f" SET idle_session_timeout = {idle_ms};"
                     f" SET idle_in_transaction_session_timeout = {idle_ms};"
+                    f" SET client_connection_check_interval = {_CLIENT_CHECK_MS};"
                     " SET DateStyle = 'ISO'; SET TimeZone = 'UTC'"
                 )
                 await _check_durability(connection)
