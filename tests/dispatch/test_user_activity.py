@@ -120,3 +120,64 @@ async def test_a_leader_starting_up_gives_back_what_an_inactive_users_agent_hold
     assert await held_by(db, agent.agent_id) == []
     other = await make.agent(capacity=3)
     assert await fetched_ids(client, other) == ids
+
+
+# Admins do not trade (403 on fetch and sell): an agent's user made an admin stops like one
+# deactivated, or its tickets would wait forever with someone who cannot sell them.
+
+
+async def set_user_staff(server, admin, user_id: int, staff: bool) -> dict:
+    response = await server.patch(
+        f"/api/users/{user_id}/", json={"is_staff": staff}, headers=admin.headers
+    )
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_making_an_agents_user_an_admin_gives_its_tickets_back(client, make, db):
+    ids = await make.tickets(5)
+    admin = await make.admin()
+    agent = await make.agent(capacity=2)
+    other = await make.agent(capacity=3)
+    assert await fetched_ids(client, agent) == ids[:2]
+
+    assert (await set_user_staff(client, admin, agent.user_id, True))["is_staff"] is True
+    assert await held_by(db, agent.agent_id) == []
+    # The oldest tickets go out first again, to whoever fetches next.
+    assert await fetched_ids(client, other) == ids[:3]
+
+    await set_user_staff(client, admin, agent.user_id, False)
+    assert await fetched_ids(client, agent) == ids[3:5]
+
+
+async def test_a_user_made_an_admin_through_a_standby_or_sql_loses_its_tickets(
+    leader, standby, make, db
+):
+    ids = await make.tickets(4)
+    admin = await make.admin()
+    first, second = await make.agent(capacity=2), await make.agent(capacity=2)
+    assert await fetched_ids(leader, first) == ids[:2]
+    assert await fetched_ids(leader, second) == ids[2:4]
+
+    await set_user_staff(standby, admin, first.user_id, True)
+    await until_released(db, first.agent_id)
+    await db.execute("UPDATE users SET is_staff = true WHERE id = $1", second.user_id)
+    await until_released(db, second.agent_id)
+    assert leader.app[DISPATCHER].queue_length == 4
+
+
+async def test_a_leader_starting_up_gives_back_what_an_admins_agent_holds(serve, make, db):
+    ids = await make.tickets(3)
+    agent = await make.agent(capacity=2)
+    await db.execute(
+        "UPDATE tickets SET status = 'assigned', agent_id = $1, assigned_at = now()"
+        " WHERE id = ANY($2::bigint[])",
+        agent.agent_id,
+        ids[:2],
+    )
+    await db.execute("UPDATE users SET is_staff = true WHERE id = $1", agent.user_id)
+
+    client = await serve()
+    assert await held_by(db, agent.agent_id) == []
+    other = await make.agent(capacity=3)
+    assert await fetched_ids(client, other) == ids

@@ -156,11 +156,14 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
         request.app[AUTHENTICATOR].forget_all()
     # Field names only: values (a password above all) stay out of the logs.
     log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
-    if current["agent_id"] is not None and row["is_active"] != current["is_active"]:
-        # An agent trades only while its user is active (a user who cannot log in would leave
-        # its tickets waiting forever). The leader learns this from the database whichever
-        # server made the change; when this one leads, it applies it before answering, so no
-        # fetch answered after this response hands the agent a ticket.
+    if current["agent_id"] is not None and (
+        row["is_active"] != current["is_active"] or row["is_staff"] != current["is_staff"]
+    ):
+        # An agent trades only while its user is active and no admin (otherwise its tickets
+        # would wait forever with someone who cannot fetch or sell). The leader learns this
+        # from the database whichever server made the change; when this one leads, it
+        # applies it before answering, so no fetch answered after this response hands the
+        # agent a ticket.
         await request.app[DISPATCHER].agent_changed(current["agent_id"])
     return json_response(User.model_validate(row))
 
