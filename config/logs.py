@@ -1,4 +1,8 @@
-"""structlog set-up: JSON lines when stdout is not a terminal, readable colour when it is."""
+"""structlog set-up: JSON lines when stdout is not a terminal, readable colour when it is.
+
+The libraries' own records (aiohttp's HTTP server, asyncpg's pool, asyncio) go through the
+same renderer, so a log stays one JSON object per line whoever wrote it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ import logging
 import sys
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+
+# Fields a library record may carry into its line (set by the filters below).
+_LIBRARY_FIELDS = ("status", "error", "remote")
 
 
 def configure(*, level: str = "info", log_format: str | None = None) -> None:
@@ -13,18 +21,74 @@ def configure(*, level: str = "info", log_format: str | None = None) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
+    exceptions: structlog.typing.Processor = (
+        structlog.processors.format_exc_info if as_json else structlog.dev.set_exc_info
+    )
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info if as_json else structlog.dev.set_exc_info,
+            exceptions,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    _route_library_records(threshold, renderer, exceptions)
+
+
+def _route_library_records(
+    threshold: int, renderer: structlog.typing.Processor, exceptions: structlog.typing.Processor
+) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.stdlib.ExtraAdder(allow=_LIBRARY_FIELDS),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                exceptions,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_ticket_system", False)]:
+        root.removeHandler(old)
+    handler._ticket_system = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    # Libraries log freely at debug (asyncio, asyncpg); ours stay at LOG_LEVEL, theirs
+    # at warning or above unless LOG_LEVEL is stricter still.
+    root.setLevel(max(threshold, logging.WARNING))
+    server = logging.getLogger("aiohttp.server")
+    server.setLevel(max(threshold, logging.INFO))
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (bad header bytes, a line too long, a bad
+    chunk size) as an error with a traceback whose message quotes the offending bytes: an
+    Authorization header among them, a token would reach the log. Anyone can send one, so
+    it is a client's mistake, not the server's: one info line naming the error's kind."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        if isinstance(record.args, tuple) and record.args:
+            record.remote = str(record.args[0])  # "Error handling request from %s"
+        record.msg, record.args = "bad_http_request", ()
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        record.status = error.code or 400
+        record.error = type(error).__name__
+        return record.levelno >= logging.getLogger("aiohttp.server").getEffectiveLevel()

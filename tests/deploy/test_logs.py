@@ -3,6 +3,7 @@ terminal (LOG_FORMAT unset), with an access line per request; no secret ever app
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -90,3 +91,44 @@ async def test_logs_are_json_lines_with_request_context_and_no_secrets(
     everything = stdout + server.stderr_path.read_text()
     for secret in [PASSWORD, WRONG_PASSWORD, "x" * 129, token, agent.token]:
         assert secret not in everything
+
+
+async def _send_raw(server: Server, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.slow
+async def test_a_request_that_cannot_be_parsed_is_one_json_line_without_its_bytes(
+    started: Started, tmp_path: Path, database_url: str, make: Factory
+) -> None:
+    """aiohttp's own record of such a request is an error with a traceback quoting the bad
+    bytes: anyone could fill the log with tracebacks, and an Authorization header's token."""
+    agent = await make.agent(username="parsed")
+    server = serve(started, tmp_path, database_url, "s1")
+    malformed = [
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Token {agent.token}\x01\r\n\r\n",
+        "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + "a" * 9000 + "\r\n\r\n",
+    ]
+    async with aiohttp.ClientSession() as http:
+        await server.wait_ready(http, agent.headers, want="leader", timeout_s=START_TIMEOUT_S)
+    for request in malformed:
+        assert (await _send_raw(server, request.encode("latin-1"))).startswith(b"HTTP/1.")
+    server.send(signal.SIGTERM)
+    assert await server.wait_exit(timeout_s=15) == 0, server.stderr_tail()
+
+    stdout = server.log_path.read_text()
+    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]  # all JSON
+    bad = [e for e in lines if e.get("event") == "bad_http_request"]
+    assert len(bad) == len(malformed)
+    assert all(e["level"] == "info" and e["status"] == 400 for e in bad), bad
+    assert all(e.get("error") and "exception" not in e for e in bad), bad
+    stderr = server.stderr_path.read_text()
+    assert "Traceback" not in stdout + stderr
+    assert agent.token not in stdout + stderr
