@@ -63,6 +63,11 @@ class NotAuthenticated(ApiError):
 
     status, code = 401, "not_authenticated"
 
+    def __init__(self, detail: Any = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        # RFC 9110: a 401 says which scheme would do (as Django REST framework's does).
+        self.headers.setdefault("WWW-Authenticate", 'Token realm="api"')
+
 
 class PermissionDenied(ApiError):
     """You do not have permission to perform this action."""

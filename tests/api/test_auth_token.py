@@ -27,3 +27,20 @@ async def test_wrong_password_and_unknown_user_look_the_same(client, make):
     )
     assert wrong.status == unknown.status == 400
     assert await wrong.json() == await unknown.json()
+
+
+async def test_every_401_names_the_scheme_that_would_do(client, make):
+    """RFC 9110: a 401 carries WWW-Authenticate, whether the credentials are missing,
+    malformed or no longer valid."""
+    user = await make.user()
+    cases = [
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Token not-a-real-key"},
+    ]
+    for headers in cases:
+        response = await client.get(f"/api/users/{user.user_id}/", headers=headers)
+        assert response.status == 401, headers
+        assert response.headers["WWW-Authenticate"] == 'Token realm="api"'
+        assert (await response.json())["error"] == "not_authenticated"
+    assert (await client.get(f"/api/users/{user.user_id}/", headers=user.headers)).status == 200
