@@ -3,7 +3,8 @@
 Deactivating the user gives the agent's tickets back and refuses its fetches at once, however
 the user was deactivated: through the leader's API, through a standby's (which cannot reach
 the dispatcher), or by plain SQL. The leader learns the last two from the database (a trigger's
-NOTIFY), and applies the same rule at every load.
+NOTIFY), and applies the same rule at every load. An agent's own capacity or activity changed by
+plain SQL reaches the leader the same way.
 """
 
 from __future__ import annotations
@@ -181,3 +182,22 @@ async def test_a_leader_starting_up_gives_back_what_an_admins_agent_holds(serve,
     assert await held_by(db, agent.agent_id) == []
     other = await make.agent(capacity=3)
     assert await fetched_ids(client, other) == ids
+
+
+async def test_an_agent_changed_by_plain_sql_is_applied_by_the_leader(client, make, db):
+    ids = await make.tickets(8)
+    lowered, deactivated = await make.agent(capacity=5), await make.agent(capacity=3)
+    assert await fetched_ids(client, lowered) == ids[:5]
+    assert await fetched_ids(client, deactivated) == ids[5:8]
+
+    await db.execute("UPDATE agents SET capacity = 2 WHERE id = $1", lowered.agent_id)
+    deadline = time.monotonic() + NOTICE_DEADLINE_S
+    # The newest excess goes back, as through the API.
+    while (held := await held_by(db, lowered.agent_id)) != ids[:2]:
+        assert time.monotonic() < deadline, f"still holds {held}"
+        await asyncio.sleep(0.02)
+    assert await fetched_ids(client, lowered) == ids[:2]
+
+    await db.execute("UPDATE agents SET is_active = false WHERE id = $1", deactivated.agent_id)
+    await until_released(db, deactivated.agent_id)
+    await assert_fetch_refused(client, deactivated, db)
