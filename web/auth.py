@@ -181,6 +181,19 @@ class Authenticator:
         self._generation += 1
         self._cache.clear()
 
+    def forget_user(self, user_id: int) -> None:
+        """A user's roles changed (activity, admin, agent): this process sees it at its
+        next request, as for a revoked key. Unknown keys go too: one of them may be this
+        user's, refused while it was inactive. The rest of the cache stays warm."""
+        self._generation += 1
+        stale = [
+            digest
+            for digest, (_, principal) in self._cache.items()
+            if principal is None or principal.user_id == user_id
+        ]
+        for digest in stale:
+            del self._cache[digest]
+
 
 def _principal(row: Mapping[str, Any]) -> Principal | None:
     if not row["is_active"]:

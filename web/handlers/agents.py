@@ -20,7 +20,7 @@ from aiohttp import web
 from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, require_admin, require_admin_or_agent
 from web.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from web.keys import DATABASE, DISPATCHER
+from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER
 from web.pagination import page
 from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
 from web.schemas import (
@@ -48,6 +48,7 @@ async def create_agent(request: web.Request) -> web.Response:
         raise Conflict("That user already has an agent.") from None
     if row is None:
         raise ValidationFailed([{"field": "user", "message": "No such user.", "type": "not_found"}])
+    request.app[AUTHENTICATOR].forget_user(row["user"])
     log.info("agent_created", agent_id=row["id"], user_id=row["user"], by=caller.user_id)
     return json_response(Agent.model_validate(row), status=201)
 
@@ -94,6 +95,7 @@ async def _update_agent(
         return json_response(Agent.model_validate(current))
     if changes:
         released = await request.app[DISPATCHER].update_agent(current["id"], **changes)
+        request.app[AUTHENTICATOR].forget_user(current["user"])
         log.info(
             "agent_updated",
             agent_id=current["id"],
@@ -134,6 +136,7 @@ async def delete_agent(request: web.Request) -> web.Response:
     if not caller.is_admin:
         raise PermissionDenied("Only admins may delete agents.")
     await delete_agent_through_dispatcher(request, row["id"])
+    request.app[AUTHENTICATOR].forget_user(row["user"])
     return web.Response(status=204)
 
 

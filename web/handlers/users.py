@@ -156,9 +156,12 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
         request.app[AUTHENTICATOR].forget_all()
     # Field names only: values (a password above all) stay out of the logs.
     log.info("user_updated", user_id=row["id"], fields=sorted(changes), by=caller.user_id)
-    if current["agent_id"] is not None and (
+    roles_changed = (
         row["is_active"] != current["is_active"] or row["is_staff"] != current["is_staff"]
-    ):
+    )
+    if roles_changed:
+        request.app[AUTHENTICATOR].forget_user(row["id"])
+    if current["agent_id"] is not None and roles_changed:
         # An agent trades only while its user is active and no admin (otherwise its tickets
         # would wait forever with someone who cannot fetch or sell). The leader learns this
         # from the database whichever server made the change; when this one leads, it
