@@ -139,9 +139,41 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
         raise ValidationFailed(validation_detail(error)) from None
 
 
+# A query's whole numbers in plain decimal digits: pydantic reads a string as Python's int()
+# does, which takes "1_0" for 10, "+1" and non-ASCII digits.
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
 def parse_query(request: web.Request, model: type[Model]) -> Model:
+    """The query string as `model`: each parameter at most once, whole numbers as digits."""
+    query = request.query
+    repeated = sorted({name for name in query if len(query.getall(name)) > 1})
+    if repeated:
+        raise ValidationFailed(
+            [
+                {"field": name, "message": "Given more than once.", "type": "repeated"}
+                for name in repeated
+            ]
+        )
+    values = dict(query)
+    loose = [
+        name
+        for name, field in model.model_fields.items()
+        if field.annotation is int and name in values and not _DECIMAL.fullmatch(values[name])
+    ]
+    if loose:
+        raise ValidationFailed(
+            [
+                {
+                    "field": name,
+                    "message": "Must be a whole number in decimal digits.",
+                    "type": "int_parsing",
+                }
+                for name in loose
+            ]
+        )
     try:
-        return model.model_validate(dict(request.query))
+        return model.model_validate(values)
     except pydantic.ValidationError as error:
         raise ValidationFailed(validation_detail(error)) from None
 

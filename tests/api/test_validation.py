@@ -226,6 +226,17 @@ CASES: dict[str, Case] = {
         "admin", "GET", AGENTS + "?limit=ten", 400, "invalid", names="limit"
     ),
     "negative offset": Case("admin", "GET", TICKETS + "?offset=-1", 400, "invalid", names="offset"),
+    # Whole numbers as plain digits, each parameter once: Python's int() reads these.
+    "limit with an underscore": Case(
+        "admin", "GET", USERS + "?limit=1_0", 400, "invalid", names="limit"
+    ),
+    "limit with a plus": Case("admin", "GET", AGENTS + "?limit=+1", 400, "invalid", names="limit"),
+    "offset in other digits": Case(
+        "admin", "GET", TICKETS + "?offset=%D9%A1", 400, "invalid", names="offset"
+    ),
+    "limit given twice": Case(
+        "admin", "GET", TICKETS + "?limit=5&limit=7", 400, "invalid", names="limit"
+    ),
     "unknown parameter": Case(
         "admin", "GET", TICKETS + "?ordering=-id", 400, "invalid", names="ordering"
     ),
