@@ -1,4 +1,9 @@
-"""DRF-style limit/offset pages: `{"count", "next", "previous", "results"}`."""
+"""DRF-style pages: `{"count", "next", "previous", "results"}`, by offset or after an id.
+
+`count` is always the whole list's. With `after`, `next` continues after the page's last id
+and there is no `previous`: a walk by id goes forward, and skips and repeats nothing however
+the list changes meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,18 @@ from web.schemas import PageQuery
 
 
 def page(request: web.Request, query: PageQuery, count: int, results: list[Any]) -> dict[str, Any]:
+    if query.after is not None:
+        full = len(results) == query.limit
+        onwards = (
+            request.url.update_query(limit=query.limit, after=results[-1].id) if full else None
+        )
+        return {
+            "count": count,
+            "next": str(onwards.without_query_params("offset")) if onwards else None,
+            "previous": None,
+            "results": results,
+        }
+
     def link(offset: int) -> str:
         return str(request.url.update_query(limit=query.limit, offset=offset))
 

@@ -142,6 +142,7 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
 # A query's whole numbers in plain decimal digits: pydantic reads a string as Python's int()
 # does, which takes "1_0" for 10, "+1" and non-ASCII digits.
 _DECIMAL = re.compile(r"[0-9]{1,19}")
+_WHOLE_NUMBERS = (int, int | None)
 
 
 def parse_query(request: web.Request, model: type[Model]) -> Model:
@@ -159,7 +160,9 @@ def parse_query(request: web.Request, model: type[Model]) -> Model:
     loose = [
         name
         for name, field in model.model_fields.items()
-        if field.annotation is int and name in values and not _DECIMAL.fullmatch(values[name])
+        if field.annotation in _WHOLE_NUMBERS
+        and name in values
+        and not _DECIMAL.fullmatch(values[name])
     ]
     if loose:
         raise ValidationFailed(

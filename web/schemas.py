@@ -59,6 +59,9 @@ class Page(Response, Generic[T]):
 class PageQuery(Request):
     limit: int = Field(default=50, ge=1, le=200)
     offset: int = Field(default=0, ge=0, le=10**12)
+    # Walk by id instead: the rows after this id, so a list that changes meanwhile skips and
+    # repeats nothing (an offset counts rows, and rows that left shift every later page).
+    after: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 class TokenRequest(Request):

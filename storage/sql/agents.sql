@@ -21,9 +21,10 @@ WHERE a.id = $1
 SELECT count(*) FROM agents
 
 -- agents_page --
--- One page of agents in id order ($1 limit, $2 offset), with what each holds now.
+-- One page of agents in id order ($1 limit, $2 offset, after id $3), with what each holds.
 SELECT a.id, a.user_id AS "user", a.capacity, a.is_active,
        (SELECT count(*) FROM tickets t WHERE t.agent_id = a.id AND t.status = 'assigned') AS held
 FROM agents a
+WHERE a.id > $3
 ORDER BY a.id
 LIMIT $1 OFFSET $2

@@ -31,9 +31,10 @@ RETURNING id, title, description, status, agent_id AS agent, created_at, assigne
 SELECT count(*) FROM tickets
 
 -- tickets_page --
--- One page of all tickets in id order ($1 limit, $2 offset).
+-- One page of all tickets in id order ($1 limit, $2 offset, after id $3).
 SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
 FROM tickets
+WHERE id > $3
 ORDER BY id
 LIMIT $1 OFFSET $2
 
@@ -42,10 +43,10 @@ LIMIT $1 OFFSET $2
 SELECT count(*) FROM tickets WHERE status = $1
 
 -- tickets_page_by_status --
--- One page of the tickets with status $1 in id order ($2 limit, $3 offset).
+-- One page of the tickets with status $1 in id order ($2 limit, $3 offset, after id $4).
 SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
 FROM tickets
-WHERE status = $1
+WHERE status = $1 AND id > $4
 ORDER BY id
 LIMIT $2 OFFSET $3
 
@@ -54,10 +55,10 @@ LIMIT $2 OFFSET $3
 SELECT count(*) FROM tickets WHERE agent_id IS NULL
 
 -- tickets_page_unassigned --
--- One page of the queue in id order ($1 limit, $2 offset).
+-- One page of the queue in id order ($1 limit, $2 offset, after id $3).
 SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
 FROM tickets
-WHERE agent_id IS NULL
+WHERE agent_id IS NULL AND id > $3
 ORDER BY id
 LIMIT $1 OFFSET $2
 
@@ -66,10 +67,11 @@ LIMIT $1 OFFSET $2
 SELECT count(*) FROM tickets WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
 
 -- tickets_page_by_agent --
--- One page of agent $1's tickets (of status $2 when not null) in id order ($3 limit, $4 offset).
--- One index holds an agent's held and sold tickets alike (0006): a status is a filter.
+-- One page of agent $1's tickets (of status $2 when not null) in id order ($3 limit,
+-- $4 offset, after id $5). One index holds an agent's held and sold tickets alike (0006): a
+-- status is a filter.
 SELECT id, title, description, status, agent_id AS agent, created_at, assigned_at, sold_at
 FROM tickets
-WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2)
+WHERE agent_id = $1 AND ($2::text IS NULL OR status = $2) AND id > $5
 ORDER BY id
 LIMIT $3 OFFSET $4

@@ -13,9 +13,10 @@ WHERE u.id = $1
 SELECT count(*) FROM users
 
 -- users_page --
--- One page of users in id order ($1 limit, $2 offset).
+-- One page of users in id order ($1 limit, $2 offset, after id $3).
 SELECT id, username, email, is_staff, is_active, date_joined
 FROM users
+WHERE id > $3
 ORDER BY id
 LIMIT $1 OFFSET $2
 

@@ -4,6 +4,8 @@ dispatcher."""
 
 from __future__ import annotations
 
+from yarl import URL
+
 from web.keys import DISPATCHER
 
 TICKET_FIELDS = {
@@ -200,3 +202,34 @@ async def test_delete_only_unassigned_tickets(serve, make, db):
     # The queue still hands out the next ticket in order: the deleted one is gone from it.
     fetched = await client.app[DISPATCHER].fetch(newcomer.agent_id)
     assert [t["id"] for t in fetched] == [ids[5]]
+
+
+async def test_walking_by_id_skips_and_repeats_nothing_while_the_list_changes(client, make):
+    """With offsets, rows that leave a filtered list shift every later page: a walk of the
+    queue while agents fetch skipped tickets. `after` continues from the last id seen."""
+    admin = await make.admin()
+    agent = await make.agent(capacity=3)
+    ids = await make.tickets(20)
+    url: str | None = "/api/tickets/?status=unassigned&limit=5&after=0"
+    seen: list[int] = []
+    while url is not None:
+        response = await client.get(url, headers=admin.headers)
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        assert body["previous"] is None
+        seen += [t["id"] for t in body["results"]]
+        if len(seen) == 5:
+            # The three oldest leave the queue between two pages.
+            await client.post("/api/tickets/fetch_tickets/", headers=agent.headers)
+        url = body["next"] and URL(body["next"]).path_qs
+        assert url is None or ("after=" in url and "offset=" not in url)
+    # Every ticket still waiting when its page was read, once each, in order.
+    assert seen == ids
+
+    # Each list takes it: users and agents too, counted whole.
+    users = await (await client.get("/api/users/?after=0&limit=1", headers=admin.headers)).json()
+    assert users["count"] >= 2 and len(users["results"]) == 1
+    later = await (
+        await client.get(f"/api/agents/?after={agent.agent_id - 1}", headers=admin.headers)
+    ).json()
+    assert [a["id"] for a in later["results"]] == [agent.agent_id]

@@ -59,7 +59,7 @@ async def list_agents(request: web.Request) -> web.Response:
     query = parse_query(request, PageQuery)
     database = request.app[DATABASE]
     count = await database.fetchval("agents_count")
-    rows = await database.fetch("agents_page", query.limit, query.offset)
+    rows = await database.fetch("agents_page", query.limit, query.offset, query.after or 0)
     return json_response(page(request, query, count, [Agent.model_validate(row) for row in rows]))
 
 

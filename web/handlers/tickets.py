@@ -62,7 +62,7 @@ async def list_tickets(request: web.Request) -> web.Response:
     caller = await principal(request)
     query = parse_query(request, TicketQuery)
     database = request.app[DATABASE]
-    window = (query.limit, query.offset)
+    window = (query.limit, query.offset, query.after or 0)
     if caller.is_admin and query.status is None:
         count = await database.fetchval("tickets_count")
         rows = await database.fetch("tickets_page", *window)

@@ -65,7 +65,7 @@ async def list_users(request: web.Request) -> web.Response:
     query = parse_query(request, PageQuery)
     database = request.app[DATABASE]
     count = await database.fetchval("users_count")
-    rows = await database.fetch("users_page", query.limit, query.offset)
+    rows = await database.fetch("users_page", query.limit, query.offset, query.after or 0)
     return json_response(page(request, query, count, [User.model_validate(row) for row in rows]))
 
 
