@@ -31,7 +31,7 @@ def main() -> None:
     DATABASE_URL an embedded PostgreSQL under ./.data/ is used.
 
     Exit codes: 0 done, 1 invalid input (usage, values, bad rows), 2 the database is
-    unreachable or the command failed.
+    unreachable, the configuration is unusable, or the command failed.
     """
 
 
