@@ -42,6 +42,10 @@ class Diverged(StorageError):
 _GUARD_ERRORS: dict[str, type[StorageError]] = {"TSF01": Fenced, "TSD01": Diverged}
 
 
+class DataDirUnusable(StorageError):
+    """The data directory (DATA_DIR) cannot be created or used for the embedded PostgreSQL."""
+
+
 class InvalidValue(StorageError):
     """The database refused a value (out of range or malformed)."""
 
