@@ -22,6 +22,7 @@ from config.settings import Settings
 from dispatcher.actor import Dispatcher, DispatcherOptions
 from storage import embedded
 from storage.database import Database
+from storage.dsn import check_database_url
 from storage.leadership import check_database
 from storage.migrate import migrate
 from web.auth import Authenticator
@@ -55,8 +56,10 @@ class CannotListen(Exception):
 
 
 async def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL, or the embedded server's (started here when needed)."""
+    """DATABASE_URL, checked (InvalidDatabaseUrl says what is wrong with it), or the embedded
+    server's (started here when needed)."""
     if settings.database_url:
+        await check_database_url(settings.database_url)
         return settings.database_url
     return await asyncio.to_thread(embedded.start, settings.data_dir)
 
