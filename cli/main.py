@@ -31,7 +31,7 @@ def main() -> None:
     DATABASE_URL an embedded PostgreSQL under ./.data/ is used.
 
     Exit codes: 0 done, 1 invalid input (usage, values, bad rows), 2 the database is
-    unreachable or the command failed.
+    unreachable, the configuration is unusable, or the command failed.
     """
 
 
@@ -51,7 +51,7 @@ def serve(host: str | None, port: int | None) -> None:
     from cli.runtime import new_event_loop, tune_garbage_collector
     from storage.errors import StorageError
     from storage.leadership import NotSafeForLeadership
-    from web.app import create_app
+    from web.app import CannotListen, create_app
 
     settings = load_settings(host=host, port=port)
     configure_logging(level=settings.log_level, log_format=settings.log_format)
@@ -63,12 +63,14 @@ def serve(host: str | None, port: int | None) -> None:
     tune_garbage_collector()
     try:
         _run(settings, create_app(settings), new_event_loop())
-    except (NotSafeForLeadership, StorageError) as exc:
+    except (NotSafeForLeadership, StorageError, CannotListen) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:
-        # Binding the listener (the app and its database are closed again by then): a port
-        # in use, an address this host does not have.
+        # Binding the main listener (the app and its database are closed again by then): a
+        # port in use, an address this host does not have. Every other OSError of start-up
+        # is translated before it gets here (the metrics listener's, the data directory's),
+        # so this one is about PORT.
         click.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(2)
 

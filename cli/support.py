@@ -2,7 +2,8 @@
 
 Exit codes (keep in sync with `tickets --help`): 0 done; 1 the input was refused (a usage
 error, a bad value, a duplicate, bad rows); 2 the command could not run (the database is
-unreachable, or something unexpected failed). Messages go to stderr.
+unreachable, the configuration from the environment is unusable, or something unexpected
+failed). Messages go to stderr.
 """
 
 from __future__ import annotations
@@ -60,15 +61,29 @@ class TicketsGroup(click.Group):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with the options given on the command line on top."""
+    """Settings from the environment, with the options given on the command line on top.
+
+    Raises Failure (exit 2: nothing can run on this configuration) naming each variable
+    that is refused and its rule, on one line."""
     values = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors()
-        )
-        raise Invalid(f"invalid settings: {problems}") from exc
+        raise Failure(f"invalid settings: {settings_problems(exc)}") from exc
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """'PORT: …; LOG_LEVEL: …': the variables as the environment names them. The values are
+    left out: DATABASE_URL may carry a password."""
+    problems = []
+    for error in exc.errors():
+        # pydantic's "Input should be …" reads as the rule once the variable is named; a
+        # validator's own ValueError comes as "Value error, <its message>".
+        message = error["msg"].removeprefix("Value error, ")
+        message = message.replace("Input should be", "must be", 1)
+        variable = "_".join(str(part) for part in error["loc"][:1]).upper()
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "; ".join(problems)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -216,6 +216,11 @@ class TicketReader:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 reject(line, f"malformed JSON: {reason}")
                 continue
+            except RecursionError:
+                # The C decoder recurses once per nesting level: a line of 100,000 brackets
+                # is a bad row like any other, not a crash of the whole import.
+                reject(line, "malformed JSON: nested too deeply")
+                continue
             if type(item) is not dict:
                 reject(line, "expected a JSON object")
                 continue

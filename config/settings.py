@@ -1,18 +1,32 @@
 """Every knob of the service, read once from the environment into one typed object.
 
-Names carry their unit (``_s``, ``_bytes``); a default says why it has its value.
+Names carry their unit (``_s``, ``_bytes``); a default says why it has its value, a bound
+why a value beyond it would break the service. A value out of bounds is refused when the
+settings are read, so it stops every command at once with the variable's name instead of
+failing later, somewhere else (a login that answers 500, an idle loop spinning the CPU).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["json", "console"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+# "auto" is the same as unset: JSON when stdout is not a terminal, colour when it is.
+LOG_FORMATS: tuple[str, ...] = (*get_args(LogFormat), "auto")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+    # allow_inf_nan=False: "nan" passes every comparison a bound makes, and "inf" is a
+    # timeout that never ends.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     # None means: start the embedded PostgreSQL under data_dir.
     database_url: str | None = None
@@ -24,22 +38,27 @@ class Settings(BaseSettings):
 
     # Enough for the dispatcher's reads around batches plus CRUD traffic; the dispatcher
     # writes on its own dedicated connection, not from this pool.
-    db_pool_min_size: int = 2
-    db_pool_max_size: int = 20
-    db_statement_timeout_s: float = 30.0
+    db_pool_min_size: int = Field(default=2, ge=0)
+    db_pool_max_size: int = Field(default=20, ge=1)
+    # Sent as whole milliseconds, where 0 would mean "no timeout"; PostgreSQL's ceiling is
+    # 2^31 - 1 ms.
+    db_statement_timeout_s: float = Field(default=30.0, ge=0.001, le=2_147_483)
 
     # OWASP's floor for argon2id is m=19 MiB, t=2, p=1.
     argon2_memory_kib: int = Field(default=19456, ge=19456)
     argon2_time_cost: int = Field(default=2, ge=2)
     # Hashing is CPU-bound C code that releases the GIL; one per core keeps the loop free.
-    password_hash_concurrency: int = 2
+    password_hash_concurrency: int = Field(default=2, ge=1)
 
-    login_failures_allowed: int = 5
-    login_failure_window_s: float = 60.0
-    # Revocations and deactivations must reach every process within a second.
-    auth_cache_ttl_s: float = Field(default=0.5, le=1.0)
+    # Zero would refuse every login before its password is even checked.
+    login_failures_allowed: int = Field(default=5, ge=1)
+    login_failure_window_s: float = Field(default=60.0, gt=0)
+    # Revocations and deactivations must reach every process within a second. Keys in use
+    # are revalidated every half of it, so a tiny value is a busy loop of queries.
+    auth_cache_ttl_s: float = Field(default=0.5, ge=0.05, le=1.0)
 
-    max_body_bytes: int = 1024 * 1024
+    # A login or a small ticket must fit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # The dispatcher: see dispatcher/actor.py for what each one trades.
     # At least the largest capacity an agent may have, so one fetch always fits the window.
@@ -47,11 +66,60 @@ class Settings(BaseSettings):
     # 500 commands are up to ~7,500 row changes: big enough to share a commit widely, small
     # enough that one statement stays far below the write timeout.
     dispatcher_max_batch: int = Field(default=1000, ge=1)
-    dispatcher_rescan_interval_s: float = 30.0
-    dispatcher_heartbeat_interval_s: float = 0.5
-    dispatcher_retry_after_s: int = 1
-    dispatcher_lock_key: int = 7_302_211
+    # Each rescan reads the whole window; more often than this would be a busy loop.
+    dispatcher_rescan_interval_s: float = Field(default=30.0, ge=0.1)
+    # An idle leader's session is ended by PostgreSQL after the write timeout (5 s,
+    # DispatcherOptions.write_timeout_s: keep in sync), so it must beat well within it.
+    dispatcher_heartbeat_interval_s: float = Field(default=0.5, ge=0.05, le=2.5)
+    # Retry-After: 0 would tell clients to retry in a tight loop.
+    dispatcher_retry_after_s: int = Field(default=1, ge=1)
+    # PostgreSQL advisory lock keys are bigints.
+    dispatcher_lock_key: int = Field(default=7_302_211, ge=-(2**63), le=2**63 - 1)
 
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     # None picks JSON when stdout is not a terminal and colour when it is.
-    log_format: str | None = None
+    log_format: LogFormat | None = None
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host_not_blank(cls, value: object) -> object:
+        # Blank reaches the listener as "every interface": say 0.0.0.0 when that is meant.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (use 0.0.0.0 to listen on every interface)")
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_not_blank(cls, value: object) -> object:
+        # Path("") is the working directory: a blank value is a mistake, not a choice.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in LOG_LEVELS:
+            return value.strip().lower()
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _known_log_format(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, str) and value.strip().lower() in LOG_FORMATS:
+            normal = value.strip().lower()
+            return None if normal == "auto" else normal
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError(
+                f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) must not exceed"
+                f" DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
+            )
+        if self.metrics_port is not None and self.metrics_port == self.port != 0:
+            raise ValueError("METRICS_PORT must differ from PORT")
+        return self

@@ -42,6 +42,14 @@ class Diverged(StorageError):
 _GUARD_ERRORS: dict[str, type[StorageError]] = {"TSF01": Fenced, "TSD01": Diverged}
 
 
+class DataDirUnusable(StorageError):
+    """The data directory (DATA_DIR) cannot be created or used for the embedded PostgreSQL."""
+
+
+class InvalidDatabaseUrl(StorageError):
+    """DATABASE_URL is not a PostgreSQL URL this service can connect with."""
+
+
 class InvalidValue(StorageError):
     """The database refused a value (out of range or malformed)."""
 
@@ -70,8 +78,13 @@ _REFUSED_AT_LOGIN = (
 
 
 @contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Re-raise driver errors as StorageError subclasses; anything else passes through."""
+def translated(*, connecting: bool = False) -> Iterator[None]:
+    """Re-raise driver errors as StorageError subclasses; anything else passes through.
+
+    `connecting`: around opening a connection, where every error the server answers with is
+    a refusal of the login, caused by DATABASE_URL (a startup parameter it does not know,
+    such as `?foo=bar`, as much as a wrong password). Never around queries: there such an
+    error is a bug, not an unavailable database."""
     try:
         yield
     except (
@@ -90,6 +103,10 @@ def translated() -> Iterator[None]:
         asyncpg.exceptions.UntranslatableCharacterError,
     ) as exc:
         raise InvalidValue(str(exc)) from exc
+    except asyncpg.exceptions.ClientConfigurationError as exc:
+        # Before _UNAVAILABLE (it is an InterfaceError): a value in DATABASE_URL the driver
+        # cannot use, e.g. ?sslmode=bogus. Its own words say which.
+        raise InvalidDatabaseUrl(f"DATABASE_URL: {exc}") from exc
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
     except asyncpg.exceptions.PostgresError as exc:
@@ -98,7 +115,7 @@ def translated() -> Iterator[None]:
             raise guard(str(exc)) from exc
         if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
             raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-        if isinstance(exc, _REFUSED_AT_LOGIN):
+        if connecting or isinstance(exc, _REFUSED_AT_LOGIN):
             # The server's own words name what is wrong: the database, the role, the password.
             raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
         raise

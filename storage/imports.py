@@ -51,7 +51,7 @@ async def ticket_import(dsn: str) -> AsyncIterator[TicketImport]:
     Raises DatabaseUnavailable when the server cannot be reached. Retrying after a failure
     is safe: a rolled-back import leaves no rows (only gaps in the id sequence).
     """
-    with translated():
+    with translated(connecting=True):
         connection = await asyncpg.connect(dsn)
     try:
         with translated():

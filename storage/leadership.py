@@ -77,7 +77,7 @@ class LeaderConnection:
         left held on failure (the connection is closed).
         """
         idle_ms = max(1, int(idle_timeout_s * 1000))
-        with translated():
+        with translated(connecting=True):
             connection = await asyncpg.connect(dsn)
         try:
             with translated():
@@ -305,8 +305,9 @@ async def check_database(dsn: str) -> None:
     """
     # No named prepared statements: they would not survive a transaction pooler, and this
     # check must be able to report one rather than fail inside it.
-    with translated():
+    with translated(connecting=True):
         probe = await asyncpg.connect(dsn, statement_cache_size=0)
+    with translated():
         try:
             await _check_durability(probe)
             first = await probe.fetchval("SELECT pg_backend_pid()")

@@ -31,8 +31,9 @@ def available() -> list[tuple[str, str]]:
 async def migrate(dsn: str) -> list[str]:
     """Apply what is missing; returns the versions applied now (empty when up to date)."""
     applied_now: list[str] = []
-    with translated():
+    with translated(connecting=True):
         connection = await asyncpg.connect(dsn)
+    with translated():
         try:
             for version, sql in available():
                 async with connection.transaction():

@@ -64,7 +64,7 @@ async def listening(dsn: str, channel: str) -> AsyncIterator[Listener]:
     """A Listener whose LISTEN has already run; its connection is closed on exit.
 
     Raises DatabaseUnavailable when the server cannot be reached."""
-    with translated():
+    with translated(connecting=True):
         connection = await asyncpg.connect(dsn)
     try:
         listener = Listener(connection, channel)

@@ -22,6 +22,7 @@ from config.settings import Settings
 from dispatcher.actor import Dispatcher, DispatcherOptions
 from storage import embedded
 from storage.database import Database
+from storage.dsn import check_database_url
 from storage.leadership import check_database
 from storage.migrate import migrate
 from web.auth import Authenticator
@@ -46,9 +47,19 @@ from web.routes import OPERATIONS
 from web.routing import add_operations
 
 
+class CannotListen(Exception):
+    """A listener other than the main one could not bind (a port in use, an address this
+    host does not have); says which, since `tickets serve` otherwise names the main port."""
+
+    def __init__(self, host: str, port: int, reason: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+
+
 async def resolve_database_url(settings: Settings) -> str:
-    """DATABASE_URL, or the embedded server's (started here when needed)."""
+    """DATABASE_URL, checked (InvalidDatabaseUrl says what is wrong with it), or the embedded
+    server's (started here when needed)."""
     if settings.database_url:
+        await check_database_url(settings.database_url)
         return settings.database_url
     return await asyncio.to_thread(embedded.start, settings.data_dir)
 
@@ -124,8 +135,12 @@ async def _ops_listener(app: web.Application) -> AsyncIterator[None]:
     add_operations(ops, [operation for operation in OPERATIONS if operation.tag == OPS_TAG])
     runner = web.AppRunner(ops, access_log=None)
     await runner.setup()
+    assert settings.metrics_port is not None  # only added when it is set
     try:
         await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(settings.host, settings.metrics_port, exc) from exc
     except BaseException:
         await runner.cleanup()
         raise

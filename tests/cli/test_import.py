@@ -249,3 +249,24 @@ async def test_20000_rows_in_one_copy_in_file_order_with_one_notification(
     await db.execute("NOTIFY tickets_inserted, 'end'")
     await asyncio.wait_for(done.wait(), timeout=10)
     assert heard == [f"{ids[0]},{ids[-1]}", "end"]
+
+
+async def test_a_line_nested_too_deeply_is_one_bad_row(
+    tickets: Tickets, db, tmp_path: Path
+) -> None:
+    """json.loads recurses per level: the line must be refused like any malformed one."""
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(
+        jsonl({"title": "before"})
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"\n"
+        + jsonl({"title": "after"})
+    )
+    refused = await tickets.run("import-tickets", str(path))
+    assert refused.returncode == 1, explain(refused)
+    assert "line 2: malformed JSON" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    partial = await tickets.run("import-tickets", "--allow-partial", str(path))
+    assert partial.returncode == 0, explain(partial)
+    assert await stored(db) == [("before", ""), ("after", "")]

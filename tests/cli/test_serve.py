@@ -202,3 +202,18 @@ async def test_serve_on_a_port_in_use_exits_with_2_in_one_line(tickets: Tickets)
     assert result.returncode == 2, explain(result)
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_taken_metrics_port_is_the_port_named(tickets: Tickets) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1]
+        port = free_port()
+        result = await tickets.run(
+            "serve", "--port", str(port), env={"METRICS_PORT": str(metrics_port)}
+        )
+    assert result.returncode == 2, explain(result)
+    assert f"error: cannot listen on 127.0.0.1:{metrics_port}: " in result.stderr
+    assert str(port) not in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr

@@ -124,6 +124,8 @@ def test_good_jsonl(data: bytes, rows: list[tuple[str, str]]) -> None:
         (b'{"title": "\xff"}', "not valid UTF-8"),
         (b'{"title": "a"', "malformed JSON"),
         (b"title,description", "malformed JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "malformed JSON: nested too deeply"),
+        (b'{"title": ' * 100_000 + b'"a"' + b"}" * 100_000, "malformed JSON: nested too deeply"),
         (b'["a", "b"]', "expected a JSON object"),
         (b'{"description": "b"}', "title is missing"),
         (b'{"title": null}', "title must be a string"),
