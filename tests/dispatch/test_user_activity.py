@@ -106,7 +106,12 @@ async def test_a_user_deactivated_by_plain_sql_loses_its_tickets(client, make, d
     assert client.app[DISPATCHER].queue_length == 4
 
 
-async def test_a_leader_starting_up_gives_back_what_an_inactive_users_agent_holds(serve, make, db):
+@pytest.mark.parametrize(
+    "change", ["is_active = false", "is_staff = true"], ids=["inactive user", "admin user"]
+)
+async def test_a_leader_starting_up_gives_back_what_such_a_users_agent_holds(
+    serve, make, db, change
+):
     ids = await make.tickets(3)
     agent = await make.agent(capacity=2)
     await db.execute(
@@ -115,7 +120,7 @@ async def test_a_leader_starting_up_gives_back_what_an_inactive_users_agent_hold
         agent.agent_id,
         ids[:2],
     )
-    await db.execute("UPDATE users SET is_active = false WHERE id = $1", agent.user_id)
+    await db.execute(f"UPDATE users SET {change} WHERE id = $1", agent.user_id)
 
     client = await serve()
     assert await held_by(db, agent.agent_id) == []
@@ -165,23 +170,6 @@ async def test_a_user_made_an_admin_through_a_standby_or_sql_loses_its_tickets(
     await db.execute("UPDATE users SET is_staff = true WHERE id = $1", second.user_id)
     await until_released(db, second.agent_id)
     assert leader.app[DISPATCHER].queue_length == 4
-
-
-async def test_a_leader_starting_up_gives_back_what_an_admins_agent_holds(serve, make, db):
-    ids = await make.tickets(3)
-    agent = await make.agent(capacity=2)
-    await db.execute(
-        "UPDATE tickets SET status = 'assigned', agent_id = $1, assigned_at = now()"
-        " WHERE id = ANY($2::bigint[])",
-        agent.agent_id,
-        ids[:2],
-    )
-    await db.execute("UPDATE users SET is_staff = true WHERE id = $1", agent.user_id)
-
-    client = await serve()
-    assert await held_by(db, agent.agent_id) == []
-    other = await make.agent(capacity=3)
-    assert await fetched_ids(client, other) == ids
 
 
 async def test_an_agent_changed_by_plain_sql_is_applied_by_the_leader(client, make, db):
