@@ -14,6 +14,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 # Fields a library record may carry into its line (set by the filters below).
 _LIBRARY_FIELDS = ("status", "error", "remote")
+# The root handler configure() installed, replaced when it runs again.
+_library_handler: logging.Handler | None = None
 
 
 def configure(*, level: str = "info", log_format: str | None = None) -> None:
@@ -60,10 +62,11 @@ def _route_library_records(
             ],
         )
     )
+    global _library_handler
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_ticket_system", False)]:
-        root.removeHandler(old)
-    handler._ticket_system = True  # type: ignore[attr-defined]
+    if _library_handler is not None:  # configured before (tests, a second CLI call)
+        root.removeHandler(_library_handler)
+    _library_handler = handler
     root.addHandler(handler)
     # Libraries log freely at debug (asyncio, asyncpg); ours stay at LOG_LEVEL, theirs
     # at warning or above unless LOG_LEVEL is stricter still.
