@@ -55,11 +55,6 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = load_settings(host=host, port=port)
     configure_logging(level=settings.log_level, log_format=settings.log_format)
-    click.echo(
-        f"ticket-system on http://{settings.host}:{settings.port}/ "
-        f"(API docs at /api/docs/). No admin yet? Run: tickets createsuperuser",
-        err=True,
-    )
     tune_garbage_collector()
     try:
         _run(settings, create_app(settings), new_event_loop())
@@ -78,11 +73,17 @@ def serve(host: str | None, port: int | None) -> None:
 def _run(settings: Settings, app: web.Application, loop: asyncio.AbstractEventLoop) -> None:
     from aiohttp import web
 
+    banner = (
+        f"ticket-system on http://{settings.host}:{settings.port}/ "
+        f"(API docs at /api/docs/). No admin yet? Run: tickets createsuperuser"
+    )
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
-        print=None,
+        # aiohttp calls this once every listener is bound, so a start that fails never
+        # claims to be serving; its own wording is replaced by ours.
+        print=lambda _aiohttp_banner: click.echo(banner, err=True),
         access_log=None,
         shutdown_timeout=10,
         loop=loop,

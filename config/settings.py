@@ -44,11 +44,14 @@ class Settings(BaseSettings):
     # 2^31 - 1 ms.
     db_statement_timeout_s: float = Field(default=30.0, ge=0.001, le=2_147_483)
 
-    # OWASP's floor for argon2id is m=19 MiB, t=2, p=1.
-    argon2_memory_kib: int = Field(default=19456, ge=19456)
-    argon2_time_cost: int = Field(default=2, ge=2)
+    # OWASP's floor for argon2id is m=19 MiB, t=2, p=1. Every login pays for the hash, and
+    # every hash in flight holds its memory: at the ceilings one login takes seconds here
+    # (1 GiB, t=2: 2.6 s), which is as slow as a login may get before clients time out.
+    argon2_memory_kib: int = Field(default=19456, ge=19456, le=1024 * 1024)
+    argon2_time_cost: int = Field(default=2, ge=2, le=10)
     # Hashing is CPU-bound C code that releases the GIL; one per core keeps the loop free.
-    password_hash_concurrency: int = Field(default=2, ge=1)
+    # Each worker may hold ARGON2_MEMORY_KIB at once, so the ceiling bounds the memory too.
+    password_hash_concurrency: int = Field(default=2, ge=1, le=64)
 
     # Zero would refuse every login before its password is even checked.
     login_failures_allowed: int = Field(default=5, ge=1)

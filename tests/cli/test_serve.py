@@ -162,6 +162,7 @@ def test_serve_starts_on_the_embedded_default_and_stops_with_it(workdir: Path) -
     data_dir = workdir / ".data"
     with serving(workdir) as service:
         service.wait_until_answering()
+        assert f"ticket-system on http://127.0.0.1:{service.port}/" in service.output()
         assert (data_dir / "postgres" / "PG_VERSION").is_file()
         assert server_processes(data_dir) != []
         assert_stopped_cleanly(service, data_dir)
@@ -202,6 +203,7 @@ async def test_serve_on_a_port_in_use_exits_with_2_in_one_line(tickets: Tickets)
     assert result.returncode == 2, explain(result)
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "ticket-system on" not in result.stderr  # it never served
 
 
 async def test_a_taken_metrics_port_is_the_port_named(tickets: Tickets) -> None:

@@ -43,6 +43,11 @@ def refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         ("DB_STATEMENT_TIMEOUT_S", "0", "greater than or equal to 0.001"),
         ("DB_STATEMENT_TIMEOUT_S", "-5", "greater than or equal to 0.001"),
         ("PASSWORD_HASH_CONCURRENCY", "0", "greater than or equal to 1"),
+        ("PASSWORD_HASH_CONCURRENCY", "1000", "less than or equal to 64"),
+        ("ARGON2_MEMORY_KIB", "1000", "greater than or equal to 19456"),
+        ("ARGON2_MEMORY_KIB", str(2**32), "less than or equal to 1048576"),  # a crash at start
+        ("ARGON2_TIME_COST", "1", "greater than or equal to 2"),
+        ("ARGON2_TIME_COST", "1000", "less than or equal to 10"),  # a login took 13 s
         ("MAX_BODY_BYTES", "0", "greater than or equal to 1024"),
         ("PORT", "", "valid integer"),
         ("PORT", "70000", "less than or equal to 65535"),
