@@ -127,8 +127,11 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
     try:
         # As json.loads(bytes) would: UTF-8, -16 or -32 by the first bytes.
         data = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The decoder recurses per level; its message would only name Python's stack.
+        raise BadRequest("The request body is nested too deeply to read.") from None
     except ValueError:
         # int() refuses a literal of over 4,300 digits (Python's guard against quadratic
         # conversion): a client's input, not a server error.

@@ -84,6 +84,15 @@ CASES: dict[str, Case] = {
         data=b'{"username": "x", "password": "y", "z": ' + b"9" * 4400 + b"}",
         headers=JSON,
     ),
+    "a body nested 100,000 deep": Case(
+        "admin",
+        "POST",
+        TICKETS,
+        400,
+        "bad_request",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        headers=JSON,
+    ),
     "an array of strings": invalid("admin", "POST", TICKETS, ["a title"], "0"),
     "an array for one user": invalid("admin", "POST", USERS, [{"username": "x"}], "body"),
     # Wrong types: JSON types are taken as they are, never coerced.
@@ -298,6 +307,17 @@ async def test_refused(world: World, shared: Served, case: Case) -> None:
     if case.names is not None:
         assert case.names in {item["field"] for item in payload["detail"]}, payload
     assert await dump_tables(shared.db) == before
+
+
+async def test_a_body_nested_too_deeply_is_named_so(world: World, shared: Served) -> None:
+    response = await shared.client.post(
+        SELL,
+        data=io.BytesIO(b'{"ticket_ids": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        headers={**world.headers["agent owner"], **JSON},
+    )
+    payload = await response.json()
+    assert response.status == 400, payload
+    assert payload["detail"] == "The request body is nested too deeply to read."
 
 
 @pytest.mark.parametrize(
