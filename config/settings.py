@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     # Zero would refuse every login before its password is even checked.
     login_failures_allowed: int = Field(default=5, ge=1)
+    # Over every username from one address: a spray of one password over many accounts.
+    # Generous, as an office behind one NAT address shares it.
+    login_failures_allowed_per_address: int = Field(default=50, ge=1)
     login_failure_window_s: float = Field(default=60.0, gt=0)
     # Revocations and deactivations must reach every process within a second. Keys in use
     # are revalidated every half of it, so a tiny value is a busy loop of queries.

@@ -93,6 +93,7 @@ async def _security(app: web.Application) -> AsyncIterator[None]:
     app[PASSWORDS] = passwords
     app[LOGIN_THROTTLE] = LoginThrottle(
         failures_allowed=settings.login_failures_allowed,
+        failures_allowed_per_address=settings.login_failures_allowed_per_address,
         window_s=settings.login_failure_window_s,
     )
     authenticator = Authenticator(app[DATABASE], cache_ttl_s=settings.auth_cache_ttl_s)

@@ -28,6 +28,10 @@ class Response(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# PostgreSQL text cannot hold NUL: refuse it in validation, and say so in the schema (a
+# pattern, not a custom validator, so the OpenAPI document tells clients and fuzzers).
+NO_NUL = r"^[^\x00]*$"
+
 # Explicit ASCII classes, not \w or \s: Rust's (pydantic's) and JavaScript's (the schema
 # readers') regex engines disagree on what those match outside ASCII.
 Username = Annotated[
@@ -65,7 +69,9 @@ class PageQuery(Request):
 
 
 class TokenRequest(Request):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=150)]
+    # Any text a user might type (a login answers for unknown names as for wrong passwords),
+    # but the query must be able to carry it.
+    username: Annotated[str, StringConstraints(min_length=1, max_length=150, pattern=NO_NUL)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
@@ -111,11 +117,6 @@ class StrictRequest(Request):
         if value is None:
             raise ValueError("may not be null")
         return value
-
-
-# PostgreSQL text cannot hold NUL: refuse it in validation, and say so in the schema (a
-# pattern, not a custom validator, so the OpenAPI document tells clients and fuzzers).
-NO_NUL = r"^[^\x00]*$"
 
 
 def _omittable_schema(schema: dict[str, Any]) -> None:

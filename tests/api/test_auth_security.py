@@ -12,7 +12,7 @@ from tests.support.factories import PASSWORD
 from tests.support.in_process import AppServer
 from web.app import create_app
 from web.auth import Authenticator
-from web.keys import AUTHENTICATOR, SETTINGS
+from web.keys import AUTHENTICATOR, LOGIN_THROTTLE, SETTINGS
 
 LOGIN = "/api/auth-token/"
 ME = "/api/users/{}/"
@@ -43,6 +43,63 @@ async def test_failed_logins_are_throttled_per_username_and_address(client, make
     await make.user(username="dave")
     other = await client.post(LOGIN, json={"username": "dave", "password": PASSWORD})
     assert other.status == 200
+
+
+async def test_a_burst_of_guesses_gets_no_more_checks_than_the_limit(client, make):
+    """Guesses sent at once are counted before their passwords are checked: the throttle
+    once let every request in flight past it, as many guesses as the client had connections."""
+    await make.user(username="erin")
+    wrong = {"username": "erin", "password": "not her password"}
+    answers = await asyncio.gather(*(client.post(LOGIN, json=wrong) for _ in range(30)))
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses == [400] * 5 + [429] * 25
+    right = await client.post(LOGIN, json={"username": "erin", "password": PASSWORD})
+    assert right.status == 429
+
+
+async def test_one_address_trying_many_usernames_is_throttled(settings, make):
+    strict = await _second_server(
+        settings.model_copy(update={"login_failures_allowed_per_address": 8})
+    )
+    try:
+        guesses = [{"username": f"nobody{n}", "password": "password1"} for n in range(20)]
+        answers = await asyncio.gather(*(strict.post(LOGIN, json=guess) for guess in guesses))
+        assert sorted(answer.status for answer in answers) == [400] * 8 + [429] * 12
+        # A right password from that address waits out the window too.
+        await make.user(username="grace")
+        right = await strict.post(LOGIN, json={"username": "grace", "password": PASSWORD})
+        assert right.status == 429
+        assert 1 <= int(right.headers["Retry-After"]) <= 60
+    finally:
+        await strict.close()
+
+
+async def test_a_crowd_of_right_passwords_from_one_address_all_get_in(settings, make):
+    """More logins at once than the address's limit: they wait their turn, none is refused."""
+    strict = await _second_server(
+        settings.model_copy(update={"login_failures_allowed_per_address": 4})
+    )
+    try:
+        users = [await make.user(username=f"shift{n}") for n in range(12)]
+        logins = [
+            strict.post(LOGIN, json={"username": f"shift{n}", "password": PASSWORD})
+            for n in range(len(users))
+        ]
+        assert [answer.status for answer in await asyncio.gather(*logins)] == [200] * 12
+    finally:
+        await strict.close()
+
+
+async def test_a_login_name_that_the_database_cannot_hold_is_refused_by_validation(client):
+    """A NUL once reached the query: PostgreSQL's own message as the detail, and a throttle
+    entry left behind for every such name."""
+    throttle = client.app[LOGIN_THROTTLE]
+    for n in range(20):
+        answer = await client.post(LOGIN, json={"username": f"a\u0000{n}", "password": "p"})
+        body = await answer.json()
+        assert answer.status == 400, body
+        assert [item["field"] for item in body["detail"]] == ["username"]
+    assert throttle.tracked_keys() == 0
 
 
 async def test_a_revoked_token_stops_working_on_every_process_within_a_second(

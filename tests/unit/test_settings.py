@@ -24,6 +24,7 @@ def refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         # Each of these was accepted and broke something later (named after the #).
         ("LOGIN_FAILURES_ALLOWED", "0", "greater than or equal to 1"),  # every login 500
         ("LOGIN_FAILURES_ALLOWED", "-1", "greater than or equal to 1"),
+        ("LOGIN_FAILURES_ALLOWED_PER_ADDRESS", "0", "greater than or equal to 1"),
         ("LOGIN_FAILURE_WINDOW_S", "0", "greater than 0"),
         ("AUTH_CACHE_TTL_S", "0", "greater than or equal to 0.05"),  # an idle server spins
         ("AUTH_CACHE_TTL_S", "-1", "greater than or equal to 0.05"),

@@ -8,6 +8,7 @@ from web.auth import key_digest, new_key, request_key_digest
 from web.errors import ApiError, TooManyRequests
 from web.keys import AUTHENTICATOR, DATABASE, LOGIN_THROTTLE, PASSWORDS
 from web.middleware import USER_ID
+from web.ratelimit import Outcome
 from web.routing import Operation, json_response, parse_body, principal
 from web.schemas import TokenRequest, TokenResponse
 
@@ -22,18 +23,21 @@ async def obtain_token(request: web.Request) -> web.Response:
     body = await parse_body(request, TokenRequest)
     throttle = request.app[LOGIN_THROTTLE]
     address = request.remote or "unknown"
-    wait_s = throttle.retry_after_s(body.username, address)
+    wait_s = await throttle.admit(body.username, address)
     if wait_s:
         raise TooManyRequests(headers={"Retry-After": str(wait_s)})
     database = request.app[DATABASE]
     passwords = request.app[PASSWORDS]
-    user = await database.fetchrow("users_credentials_by_username", body.username)
-    # Unknown users and wrong passwords take the same time and get the same answer.
-    matches = await passwords.verify(user["password_hash"] if user else None, body.password)
-    if user is None or not matches or not user["is_active"]:
-        throttle.failed(body.username, address)
+    outcome: Outcome = "unchecked"
+    try:
+        user = await database.fetchrow("users_credentials_by_username", body.username)
+        # Unknown users and wrong passwords take the same time and get the same answer.
+        matches = await passwords.verify(user["password_hash"] if user else None, body.password)
+        outcome = "succeeded" if user and matches and user["is_active"] else "failed"
+    finally:
+        throttle.finished(body.username, address, outcome)
+    if outcome == "failed" or user is None:
         raise InvalidCredentials()
-    throttle.succeeded(body.username, address)
     if passwords.needs_rehash(user["password_hash"]):
         await database.execute(
             "users_password_hash_update", user["id"], await passwords.hash(body.password)
