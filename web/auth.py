@@ -68,6 +68,10 @@ def key_from_header(value: str | None) -> str | None:
     key = key.strip()
     if scheme.lower() not in ("token", "bearer") or not key or " " in key or len(key) > 256:
         return None
+    # Keys are ASCII. aiohttp hands other header bytes over as lone surrogates, which no
+    # digest can encode.
+    if not key.isascii():
+        return None
     return key
 
 

@@ -121,7 +121,14 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
         raise UnsupportedMediaType(
             f"Send JSON (Content-Type: application/json), not {content_type}."
         )
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError:
+        # aiohttp could not undo the body's Content-Encoding (it is not gzip or deflate data
+        # after all): the client's mistake, like broken JSON.
+        raise BadRequest(
+            "The request body could not be decoded as its Content-Encoding says."
+        ) from None
     if not raw.strip():
         raise BadRequest("The request body is empty; send a JSON object.")
     try:

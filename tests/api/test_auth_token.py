@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+
+import pytest
 
 from tests.support.factories import PASSWORD
 
@@ -44,3 +48,39 @@ async def test_every_401_names_the_scheme_that_would_do(client, make):
         assert response.headers["WWW-Authenticate"] == 'Token realm="api"'
         assert (await response.json())["error"] == "not_authenticated"
     assert (await client.get(f"/api/users/{user.user_id}/", headers=user.headers)).status == 200
+
+
+async def _raw_request(client, head: bytes) -> tuple[int, bytes]:
+    """One request written byte for byte (HTTP clients refuse to send these headers)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [b"Token \xe9\xe9", b"Bearer k\xc3\xa9y", b"Token \xff\xfe\x00"[:-1]],
+    ids=["latin-1 bytes", "utf-8 non-ascii", "invalid utf-8"],
+)
+@pytest.mark.parametrize(
+    "method, path", [(b"GET", b"/api/tickets/"), (b"DELETE", b"/api/auth-token/")]
+)
+async def test_a_key_that_is_not_ascii_is_no_key(client, credentials, method, path):
+    """Keys are ASCII; other bytes once reached the digest's encode() and answered 500."""
+    status, body = await _raw_request(
+        client,
+        method
+        + b" "
+        + path
+        + b" HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + credentials
+        + b"\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 401, body
+    assert json.loads(body)["error"] == "not_authenticated"

@@ -7,6 +7,7 @@ request must not change it, and that is asserted after each case.
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,24 @@ CASES: dict[str, Case] = {
         "bad_request",
         data=b"[" * 100_000 + b"]" * 100_000,
         headers=JSON,
+    ),
+    "a body that is not the gzip it claims": Case(
+        "admin",
+        "POST",
+        TICKETS,
+        400,
+        "bad_request",
+        data=b'{"title": "t"}',
+        headers={**JSON, "Content-Encoding": "gzip"},
+    ),
+    "a body that is not the deflate it claims": Case(
+        "agent owner",
+        "POST",
+        SELL,
+        400,
+        "bad_request",
+        data=b'{"ticket_ids": [1]}',
+        headers={**JSON, "Content-Encoding": "deflate"},
     ),
     "an array of strings": invalid("admin", "POST", TICKETS, ["a title"], "0"),
     "an array for one user": invalid("admin", "POST", USERS, [{"username": "x"}], "body"),
@@ -307,6 +326,21 @@ async def test_refused(world: World, shared: Served, case: Case) -> None:
     if case.names is not None:
         assert case.names in {item["field"] for item in payload["detail"]}, payload
     assert await dump_tables(shared.db) == before
+
+
+async def test_a_body_that_is_the_gzip_it_claims_is_read(world: World, shared: Served) -> None:
+    """The refusal above is of bad data, not of compression."""
+    response = await shared.client.post(
+        TICKETS,
+        data=io.BytesIO(gzip.compress(b'{"title": "zipped"}')),
+        headers={**world.headers["admin"], **JSON, "Content-Encoding": "gzip"},
+    )
+    created = await response.json()
+    assert response.status == 201, created
+    removed = await shared.client.delete(
+        f"{TICKETS}{created['id']}/", headers=world.headers["admin"]
+    )
+    assert removed.status == 204
 
 
 async def test_a_body_nested_too_deeply_is_named_so(world: World, shared: Served) -> None:
