@@ -3,6 +3,10 @@
 `count` is always the whole list's. With `after`, `next` continues after the page's last id
 and there is no `previous`: a walk by id goes forward, and skips and repeats nothing however
 the list changes meanwhile.
+
+Links are relative references (path and query): built from the request's Host and scheme,
+they would name whatever host a client claimed, and `http` behind a proxy that terminates
+TLS.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ def page(request: web.Request, query: PageQuery, count: int, results: list[Any])
     if query.after is not None:
         full = len(results) == query.limit
         onwards = (
-            request.url.update_query(limit=query.limit, after=results[-1].id) if full else None
+            request.rel_url.update_query(limit=query.limit, after=results[-1].id) if full else None
         )
         return {
             "count": count,
@@ -28,7 +32,7 @@ def page(request: web.Request, query: PageQuery, count: int, results: list[Any])
         }
 
     def link(offset: int) -> str:
-        return str(request.url.update_query(limit=query.limit, offset=offset))
+        return str(request.rel_url.update_query(limit=query.limit, offset=offset))
 
     following = query.offset + query.limit
     return {
