@@ -10,12 +10,13 @@ COPY, delivered at commit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import asyncpg
 
-from storage.errors import translated
+from storage.errors import DatabaseUnavailable, translated
 
 # Keep in sync with the tickets table (storage/migrations/0001_initial.sql).
 _TABLE = "tickets"
@@ -36,10 +37,30 @@ class TicketImport:
         An exception raised by `records` aborts the COPY and propagates unchanged. Rows the
         database refuses raise InvalidValue (the whole COPY fails, nothing from it stays).
         """
-        with translated():
-            status = await self._connection.copy_records_to_table(
-                _TABLE, records=records, columns=_COLUMNS
-            )
+        copying = asyncio.ensure_future(
+            self._connection.copy_records_to_table(_TABLE, records=records, columns=_COLUMNS)
+        )
+        lost = False
+
+        # asyncpg's COPY waits for the socket to take more data, and a connection lost while
+        # the socket is full never ends that wait (a database restart hung the import for
+        # ever): the loss has to end it from outside.
+        def connection_lost(_connection: object) -> None:
+            nonlocal lost
+            lost = True
+            copying.cancel()
+
+        self._connection.add_termination_listener(connection_lost)
+        try:
+            with translated():
+                status = await copying
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if lost and not (current and current.cancelling()):
+                raise DatabaseUnavailable("database unavailable: the connection was lost") from None
+            raise
+        finally:
+            self._connection.remove_termination_listener(connection_lost)
         # The status is "COPY <count>".
         return int(status.rsplit(" ", 1)[-1])
 
