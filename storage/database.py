@@ -8,7 +8,7 @@ one connection.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -39,13 +39,6 @@ class _Runner:
     async def execute(self, name: str, *args: Any) -> str:
         with translated():
             return await self._target.execute(QUERIES[name], *args)
-
-    async def copy_records(
-        self, table: str, records: Sequence[tuple[Any, ...]], *, columns: Sequence[str]
-    ) -> None:
-        """Bulk-insert with COPY: an order of magnitude faster than INSERT for large batches."""
-        with translated():
-            await self._target.copy_records_to_table(table, records=records, columns=columns)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
