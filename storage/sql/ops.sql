@@ -17,7 +17,10 @@ LEFT JOIN LATERAL (
 
 -- ops_agents_top --
 -- The $1 agents holding the most tickets (then by id), with what they hold and have sold.
-SELECT a.id AS agent_id, u.username, a.capacity, a.is_active,
+-- Active as the dispatcher counts it (dispatch.sql): the agent and its user active, the user
+-- no admin, so the capacities add up to what the queue can hand out.
+SELECT a.id AS agent_id, u.username, a.capacity,
+       a.is_active AND u.is_active AND NOT u.is_staff AS is_active,
        coalesce(t.held, 0) AS held, coalesce(t.sold, 0) AS sold
 FROM agents AS a
 JOIN users AS u ON u.id = a.user_id
@@ -33,11 +36,16 @@ ORDER BY held DESC, a.id
 LIMIT $1
 
 -- ops_agents_totals --
--- Every agent counted: how many, how many active and their capacity, all held and sold.
+-- Every agent counted: how many, how many active (as above) and their capacity, all held and
+-- sold.
+WITH trading AS (
+    SELECT a.capacity FROM agents AS a JOIN users AS u ON u.id = a.user_id
+    WHERE a.is_active AND u.is_active AND NOT u.is_staff
+)
 SELECT
     (SELECT count(*) FROM agents) AS agents,
-    (SELECT count(*) FROM agents WHERE is_active) AS active,
-    (SELECT coalesce(sum(capacity), 0) FROM agents WHERE is_active)::bigint AS active_capacity,
+    (SELECT count(*) FROM trading) AS active,
+    (SELECT coalesce(sum(capacity), 0) FROM trading)::bigint AS active_capacity,
     (SELECT count(*) FROM tickets WHERE status = 'assigned') AS held,
     (SELECT count(*) FROM tickets WHERE status = 'sold') AS sold
 

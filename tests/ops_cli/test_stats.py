@@ -115,6 +115,22 @@ async def test_stats_json_counts_what_the_database_holds(tickets: Tickets, db, m
     assert report["leadership"]["leader"]["epoch"] == 0
 
 
+async def test_stats_counts_as_active_only_agents_that_can_trade(tickets: Tickets, make) -> None:
+    """An admin's agent, or one whose user is deactivated, is refused fetch and sell: its
+    capacity is no capacity of the queue's."""
+    await make.agent(username="trader", capacity=5)
+    await make.agent(username="boss", capacity=7, is_staff=True)
+    await make.agent(username="gone", capacity=11, is_active=True)
+    await make.db.execute("UPDATE users SET is_active = false WHERE username = 'gone'")
+
+    report = await run_json(tickets, "stats")
+
+    totals = report["agents"]["totals"]
+    assert (totals["agents"], totals["active"], totals["active_capacity"]) == (3, 1, 5)
+    active = {row["username"]: row["active"] for row in report["agents"]["top"]}
+    assert active == {"trader": True, "boss": False, "gone": False}
+
+
 async def test_stats_renders_tables(tickets: Tickets, db, make) -> None:
     await arrange(db, make)
 
