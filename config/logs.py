@@ -71,10 +71,14 @@ def _route_library_records(
     # Libraries log freely at debug (asyncio, asyncpg); ours stay at LOG_LEVEL, theirs
     # at warning or above unless LOG_LEVEL is stricter still.
     root.setLevel(max(threshold, logging.WARNING))
+    # aiohttp logs an unknown method on a connection's first request at debug (scanners,
+    # TLS sent to a plain port): the logger lets everything through to the filter, which
+    # turns every malformed request into its info line and holds the rest to the threshold.
     server = logging.getLogger("aiohttp.server")
-    server.setLevel(max(threshold, logging.INFO))
-    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
-        server.addFilter(MalformedRequestFilter())
+    server.setLevel(logging.DEBUG)
+    for stale in [f for f in server.filters if isinstance(f, MalformedRequestFilter)]:
+        server.removeFilter(stale)
+    server.addFilter(MalformedRequestFilter(threshold=max(threshold, logging.INFO)))
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -83,10 +87,14 @@ class MalformedRequestFilter(logging.Filter):
     Authorization header among them, a token would reach the log. Anyone can send one, so
     it is a client's mistake, not the server's: one info line naming the error's kind."""
 
+    def __init__(self, *, threshold: int) -> None:
+        super().__init__()
+        self._threshold = threshold
+
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, HttpProcessingError):
-            return True
+            return record.levelno >= self._threshold
         if isinstance(record.args, tuple) and record.args:
             record.remote = str(record.args[0])  # "Error handling request from %s"
         record.msg, record.args = "bad_http_request", ()
@@ -94,4 +102,4 @@ class MalformedRequestFilter(logging.Filter):
         record.exc_info = record.exc_text = None
         record.status = error.code or 400
         record.error = type(error).__name__
-        return record.levelno >= logging.getLogger("aiohttp.server").getEffectiveLevel()
+        return record.levelno >= self._threshold
