@@ -59,14 +59,14 @@ def serve(host: str | None, port: int | None) -> None:
     try:
         _run(settings, create_app(settings), new_event_loop())
     except (NotSafeForLeadership, StorageError, CannotListen) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:
         # Binding the main listener (the app and its database are closed again by then): a
         # port in use, an address this host does not have. Every other OSError of start-up
         # is translated before it gets here (the metrics listener's, the data directory's),
         # so this one is about PORT.
-        click.echo(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
+        click.echo(f"Error: cannot listen on {settings.host}:{settings.port}: {exc}", err=True)
         sys.exit(2)
 
 
@@ -75,7 +75,7 @@ def _run(settings: Settings, app: web.Application, loop: asyncio.AbstractEventLo
 
     banner = (
         f"ticket-system on http://{settings.host}:{settings.port}/ "
-        f"(API docs at /api/docs/). No admin yet? Run: tickets createsuperuser"
+        f"(API docs at /api/docs/). First run? Create an admin: tickets createsuperuser"
     )
     web.run_app(
         app,
@@ -105,7 +105,7 @@ def migrate() -> None:
     try:
         applied = asyncio.run(run())
     except StorageError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     click.echo(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
 

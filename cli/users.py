@@ -56,7 +56,8 @@ def _password_problem(error: dict[str, Any]) -> str:
     if error["type"] == "string_too_short":
         minimum = error["ctx"]["min_length"]
         return f"This password is too short. It must contain at least {minimum} characters."
-    return f"This password is too long. It must contain at most {error['ctx']['max_length']}."
+    maximum = error["ctx"]["max_length"]
+    return f"This password is too long. It must contain at most {maximum} characters."
 
 
 def check_username(value: str) -> str:

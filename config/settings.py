@@ -32,9 +32,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     data_dir: Path = Path(".data")
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    # Not 0: a port the system picks is announced nowhere, so no client could find it.
+    port: int = Field(default=8000, ge=1, le=65535)
     # A separate listener for /healthz, /readyz and /metrics; None serves them on the main port.
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Enough for the dispatcher's reads around batches plus CRUD traffic; the dispatcher
     # writes on its own dedicated connection, not from this pool.
@@ -126,6 +127,6 @@ class Settings(BaseSettings):
                 f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) must not exceed"
                 f" DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
             )
-        if self.metrics_port is not None and self.metrics_port == self.port != 0:
+        if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError("METRICS_PORT must differ from PORT")
         return self

@@ -216,7 +216,7 @@ async def test_a_taken_metrics_port_is_the_port_named(tickets: Tickets) -> None:
             "serve", "--port", str(port), env={"METRICS_PORT": str(metrics_port)}
         )
     assert result.returncode == 2, explain(result)
-    assert f"error: cannot listen on 127.0.0.1:{metrics_port}: " in result.stderr
+    assert f"Error: cannot listen on 127.0.0.1:{metrics_port}: " in result.stderr
     assert str(port) not in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
 

@@ -36,6 +36,8 @@ async def test_interactive_prompts_again_until_every_answer_is_accepted(
         "second-password",
         "short",  # too short, twice
         "short",
+        "x" * 129,  # too long, twice
+        "x" * 129,
         PASSWORD,
         PASSWORD,
     ]
@@ -44,7 +46,7 @@ async def test_interactive_prompts_again_until_every_answer_is_accepted(
     assert result.exit_code == 0, explain(result)
     assert result.stdout.count("Username:") == 4
     assert "Email address:" in result.stdout
-    assert result.stdout.count("Password (again):") == 3
+    assert result.stdout.count("Password (again):") == 4
     assert "Superuser created successfully." in result.stdout
     for message in [
         "That username is already taken.",
@@ -53,6 +55,7 @@ async def test_interactive_prompts_again_until_every_answer_is_accepted(
         "Enter a valid email address.",
         "Your passwords didn't match.",
         "This password is too short. It must contain at least 8 characters.",
+        "This password is too long. It must contain at most 128 characters.",
     ]:
         assert message in result.stderr
     # Hidden input is never echoed.

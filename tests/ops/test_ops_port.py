@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
 from tests.support.in_process import AppServer
+from tests.support.postgres import free_port
 from web.app import create_app
 from web.keys import DISPATCHER, OPS_RUNNER
 
@@ -19,7 +20,7 @@ OPS_PATHS = ("/healthz", "/readyz", "/metrics")
 
 @pytest.fixture
 def ops_settings(settings: Settings) -> Settings:
-    return Settings.model_validate({**settings.model_dump(), "metrics_port": 0})
+    return Settings.model_validate({**settings.model_dump(), "metrics_port": free_port()})
 
 
 async def test_ops_routes_move_to_the_metrics_port(ops_settings):

@@ -52,7 +52,9 @@ def refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         ("MAX_BODY_BYTES", "0", "greater than or equal to 1024"),
         ("PORT", "", "valid integer"),
         ("PORT", "70000", "less than or equal to 65535"),
-        ("METRICS_PORT", "-1", "greater than or equal to 0"),
+        ("METRICS_PORT", "-1", "greater than or equal to 1"),
+        ("METRICS_PORT", "0", "greater than or equal to 1"),  # listened where no one knew
+        ("PORT", "0", "greater than or equal to 1"),
         ("HOST", "", "must not be empty"),  # listened on every interface
         ("HOST", "  ", "must not be empty"),
         ("DATA_DIR", "", "must not be empty"),
