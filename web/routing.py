@@ -191,10 +191,14 @@ def parse_query(request: web.Request, model: type[Model]) -> Model:
         raise ValidationFailed(validation_detail(error)) from None
 
 
+_BIGINT_MAX = 2**63 - 1
+
+
 def path_id(request: web.Request, name: str = "id") -> int:
-    """A positive integer path parameter; anything else is a 404: no such resource exists."""
+    """A positive integer path parameter in its one spelling (no sign, no leading zero, ASCII
+    digits, within bigint); anything else is a 404: no such resource exists."""
     raw = request.match_info[name]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) == 0:
+    if not _DECIMAL.fullmatch(raw) or raw[0] == "0" or int(raw) > _BIGINT_MAX:
         raise NotFound()
     return int(raw)
 

@@ -49,3 +49,13 @@ async def test_a_user_made_an_agent_or_an_admin_acts_as_one_at_once(client, make
     await _patch(client, admin, f"/api/users/{user.user_id}/", {"is_staff": True})
     assert (await client.post(FETCH, headers=user.headers)).status == 403
     assert (await client.get("/api/users/", headers=user.headers)).status == 200
+
+
+async def test_a_deleted_user_is_refused_on_its_next_request(client, make):
+    admin = await make.admin()
+    user = await make.user()
+    assert (await client.get(f"/api/users/{user.user_id}/", headers=user.headers)).status == 200
+    deleted = await client.delete(f"/api/users/{user.user_id}/", headers=admin.headers)
+    assert deleted.status == 204
+    # The tokens went with the user; the cache must not outlive them here.
+    assert (await client.get("/api/tickets/", headers=user.headers)).status == 401

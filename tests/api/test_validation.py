@@ -298,6 +298,10 @@ CASES: dict[str, Case] = {
     "id in Arabic-Indic digits": Case("admin", "GET", "/api/tickets/\u0661/", 404, "not_found"),
     "id in full-width digits": Case("admin", "GET", "/api/tickets/\uff11/", 404, "not_found"),
     "huge id": Case("admin", "GET", "/api/agents/99999999999999999999/", 404, "not_found"),
+    "id beyond bigint": Case("admin", "GET", "/api/agents/9223372036854775808/", 404, "not_found"),
+    # One spelling per resource: ticket 1 must not also answer as 01.
+    "id with a leading zero": Case("admin", "GET", "/api/tickets/01/", 404, "not_found"),
+    "largest id": Case("admin", "GET", "/api/tickets/9223372036854775807/", 404, "not_found"),
     "missing user id": Case("admin", "GET", "/api/users/999999/", 404, "not_found"),
     "missing ticket": Case(
         "admin", "PATCH", "/api/tickets/999999/", 404, "not_found", json={"title": "t"}

@@ -192,6 +192,7 @@ async def delete_user(request: web.Request) -> web.Response:
             await delete_agent_through_dispatcher(request, row["agent_id"])
         if await database.fetchval("users_delete", row["id"]) is None:
             raise NotFound()
+    request.app[AUTHENTICATOR].forget_user(row["id"])
     log.info("user_deleted", user_id=row["id"], agent_id=row["agent_id"], by=caller.user_id)
     return web.Response(status=204)
 
