@@ -78,7 +78,7 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.stats import DispatcherStats
-from storage.errors import Conflict, DatabaseUnavailable, StorageError
+from storage.errors import Conflict, DatabaseUnavailable, Diverged, StorageError
 from storage.leadership import LeaderConnection, NotSafeForLeadership, check_database
 
 log = structlog.get_logger("dispatcher")
@@ -393,15 +393,30 @@ class Dispatcher:
                 raise LeadershipLost("the leader connection closed")
             if self._stopping and not self._inbox:
                 return
-            await self._keep_up(connection)
+            if not await self._unless_diverged(connection, self._keep_up(connection)):
+                continue
             if not self._inbox and self._inserts.low is None:
                 await self._pause(self._upkeep.seconds_left())
                 continue
-            await self._guarded(self._absorb_inserts(connection))
+            if not await self._unless_diverged(
+                connection, self._guarded(self._absorb_inserts(connection))
+            ):
+                continue
             waiting = [
                 self._inbox.popleft() for _ in range(min(len(self._inbox), self.options.max_batch))
             ]
             await self._run_batch(connection, waiting)
+
+    async def _unless_diverged(self, connection: LeaderConnection, step: Any) -> bool:
+        """Run a step between batches; False when it found memory wrong, which is then
+        rebuilt from the database (nothing is decided or waiting meanwhile)."""
+        try:
+            await step
+        except Diverged as exc:
+            log.warning("memory_diverged", error=str(exc))
+            await self._after_failure(connection)
+            return False
+        return True
 
     async def _keep_up(self, connection: LeaderConnection) -> None:
         """The rescan or the heartbeat, if one is due. Safe between any two batches: a
@@ -486,9 +501,16 @@ class Dispatcher:
         return None
 
     async def _rescan(self, connection: LeaderConnection) -> None:
-        """Heal anything a lost notification left out: replace the queue with the database's."""
+        """Heal anything a lost notification left out: replace the queue with the database's.
+
+        Raises Diverged when the database shows a ticket unassigned that memory says is held
+        and no batch still to be written assigns (it was put back by plain SQL): left alone,
+        newer tickets would go out before it for as long as memory lasts."""
         window = self.options.window_size
         ids = await connection.unassigned_after(0, window + 1)
+        stale = [t for t in self._core.held_among(ids) if t not in self._ahead.assigned_now]
+        if stale:
+            raise Diverged(f"unassigned in the database, held in memory: {stale[:20]}")
         horizon = None if len(ids) <= window else ids[window - 1]
         self._core.queue_rescanned(ids[:window], horizon=horizon)
         self.stats.rescans += 1
@@ -632,9 +654,17 @@ class Dispatcher:
                 payloads = await self._commit(connection, batch)
             except Exception as exc:
                 raise _BatchFailed(batch) from exc
-            self._answer(batch, payloads)
+            diverged = self._answer(batch, payloads)
+            if diverged:
+                # The batch itself is committed and answered; what was decided ahead on the
+                # wrong memory is decided again after the reload, as if it had just arrived.
+                raise _BatchFailed(Batch(number=batch.number)) from Diverged(
+                    f"held in memory, not in the database: {sorted(diverged)[:20]}"
+                )
             try:
                 await self._keep_up(connection)
+            except Diverged as exc:
+                raise _BatchFailed(Batch()) from exc
             except (StorageError, OSError) as exc:
                 raise _BatchFailed(self._ahead) from LeadershipLost(f"upkeep failed: {exc!r}")
             except LeadershipLost as exc:
@@ -723,12 +753,15 @@ class Dispatcher:
             await self._guarded(self._refill(connection, 0))
         # Usually empty: a fetch answers with what the commit returned, and only tickets
         # held from earlier batches (a retry, a partial sale) need reading.
-        missing = batch.held_before - batch.assigned_now
+        missing = {t: a for t, a in batch.held_before.items() if t not in batch.assigned_now}
         if missing:
-            payloads.update(await self._guarded(connection.payloads(sorted(missing))))
+            payloads.update(await self._guarded(connection.payloads(missing)))
         return payloads
 
-    def _answer(self, batch: Batch, payloads: dict[int, Mapping[str, Any]]) -> None:
+    def _answer(self, batch: Batch, payloads: dict[int, Mapping[str, Any]]) -> list[int]:
+        """Settle every waiter; returns the tickets memory says are held that the database
+        does not show held (changed behind the dispatcher's back, by plain SQL): a fetch
+        answering with one of them gets 503 instead, and memory must be rebuilt."""
         self.stats.batch_committed(
             size=batch.size,
             assigned=len(batch.assign_ids),
@@ -741,8 +774,14 @@ class Dispatcher:
             size=batch.size,
             duration_ms=round((time.perf_counter() - batch.started) * 1000, 2),
         )
+        diverged: list[int] = []
         for item, decision in batch.decided:
             if isinstance(decision, Fetched):
+                unseen = [t for t in decision.held if t not in payloads]
+                if unseen:
+                    diverged.extend(unseen)
+                    settle(item, error=self._commit_failed())
+                    continue
                 # Rows, not the API's dicts: those are built by each caller's own task, after
                 # the next batch has gone out (fetch() and sell() finish the answers).
                 settle(item, result=[payloads[t] for t in decision.held])
@@ -752,6 +791,7 @@ class Dispatcher:
                 settle(item, error=SellRejected(decision.detail))
             else:
                 settle(item, error=AgentNotAllowed())
+        return diverged
 
     async def _prepare(self, connection: LeaderConnection, waiting: list[Waiting]) -> None:
         agent_ids = [w.command.agent_id for w in waiting if isinstance(w.command, cmd.Trade)]

@@ -43,8 +43,8 @@ class Batch:
     # What its fetches assign: a sale of these must wait for a later batch.
     assigned_now: set[int] = field(default_factory=set)
     # Tickets its fetches answer with that they did not just assign (a retry, a partial
-    # sale): unless this batch assigned them, the commit does not return them.
-    held_before: set[int] = field(default_factory=set)
+    # sale), each with the agent holding it: the commit does not return them.
+    held_before: dict[int, int] = field(default_factory=dict)
     number: int = 0
     started: float = 0.0
     committed: float = 0.0
@@ -64,7 +64,10 @@ class Batch:
             self.assign_agents.extend([fetched.agent_id] * len(fetched.assigned))
             self.assigned_now.update(fetched.assigned)
             if len(fetched.held) > len(fetched.assigned):
-                self.held_before.update(set(fetched.held).difference(fetched.assigned))
+                assigned = set(fetched.assigned)
+                self.held_before.update(
+                    (t, fetched.agent_id) for t in fetched.held if t not in assigned
+                )
 
     def add_sell(self, item: Waiting, decision: Sold | Rejected) -> None:
         self.decided.append((item, decision))

@@ -300,6 +300,10 @@ class DispatchCore:
     def holdings(self, agent_id: int) -> tuple[int, ...]:
         return tuple(self._held.get(agent_id, ()))
 
+    def held_among(self, ids: Iterable[int]) -> list[int]:
+        """Those of ``ids`` that memory says an agent holds, in the order given."""
+        return [t for t in ids if t in self._owner]
+
     def unknown_ticket_ids(self, ids: Iterable[int]) -> set[int]:
         """Ids neither queued nor held: the ones a sale needs TicketFacts for."""
         return {t for t in ids if t not in self._owner and t not in self._queue}

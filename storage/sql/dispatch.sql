@@ -156,7 +156,9 @@ RETURNING a.id, a.capacity, a.is_active AND u.is_active AND NOT u.is_staff AS is
 DELETE FROM agents WHERE id = $1 RETURNING id
 
 -- tickets_payload_by_ids --
--- What a fetch answers with, for tickets just committed as held (as tickets_commit_batch
--- returns them: timestamps as ISO text).
-SELECT id, title, description, created_at::text, assigned_at::text
-FROM tickets WHERE id = ANY($1::bigint[])
+-- What a fetch answers with, for tickets memory says the agent beside each id ($2) holds
+-- from earlier batches (as tickets_commit_batch returns them: timestamps as ISO text). Only
+-- tickets the database says so too: a missing row means memory diverged.
+SELECT t.id, t.title, t.description, t.created_at::text, t.assigned_at::text
+FROM unnest($1::bigint[], $2::bigint[]) AS held(id, agent_id)
+JOIN tickets AS t ON t.id = held.id AND t.agent_id = held.agent_id AND t.status = 'assigned'

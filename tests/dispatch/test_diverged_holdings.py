@@ -1,0 +1,110 @@
+"""A held ticket put back in the queue by plain SQL, behind the dispatcher's back.
+
+Not a supported way to release tickets (the release endpoint and `tickets release` are), but
+the dispatcher must heal from it rather than serve from a memory that disagrees with the
+database: its holder's every fetch once answered 500, and the ticket, unassigned again,
+was skipped while newer tickets went out, for as long as memory lasted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dispatcher.actor import Dispatcher, DispatcherOptions
+from dispatcher.errors import CommitFailed
+
+# Rarely enough that only the test's own wait for it brings one about.
+RESCAN_SOON = DispatcherOptions(rescan_interval_s=0.5)
+NO_RESCAN = DispatcherOptions(rescan_interval_s=3600)
+
+
+@pytest.fixture
+async def start_dispatcher(database_url: str) -> AsyncIterator:
+    started: list[Dispatcher] = []
+
+    async def start(options: DispatcherOptions) -> Dispatcher:
+        dispatcher = Dispatcher(database_url, identity="diverged", options=options)
+        started.append(dispatcher)
+        await dispatcher.start()
+        await asyncio.wait_for(dispatcher.leading.wait(), 10)
+        return dispatcher
+
+    yield start
+    for dispatcher in started:
+        await dispatcher.stop()
+
+
+async def put_back_by_sql(db, ticket_id: int) -> None:
+    await db.execute(
+        "UPDATE tickets SET status = 'unassigned', agent_id = NULL, assigned_at = NULL"
+        " WHERE id = $1",
+        ticket_id,
+    )
+
+
+async def test_the_holders_next_fetch_is_a_503_then_memory_is_the_databases(
+    start_dispatcher, make, db
+):
+    tickets = await make.tickets(6)
+    holder, other = await make.agent(capacity=3), await make.agent(capacity=3)
+    dispatcher = await start_dispatcher(NO_RESCAN)
+    held = [t["id"] for t in await dispatcher.fetch(holder.agent_id)]
+    assert held == tickets[:3]
+    await put_back_by_sql(db, tickets[0])
+
+    with pytest.raises(CommitFailed):  # a 503: retry, never a 500
+        await dispatcher.fetch(holder.agent_id)
+
+    # Memory is the database's again: the put-back ticket is the oldest waiting, so the
+    # holder's top-up takes it back before anything newer.
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:3]
+    assert [t["id"] for t in await dispatcher.fetch(other.agent_id)] == tickets[3:6]
+
+
+async def test_the_rescan_puts_the_ticket_back_in_its_place(start_dispatcher, make, db):
+    """The holder need not come back: the periodic rescan notices, and the next fetcher gets
+    the put-back ticket before every newer one."""
+    tickets = await make.tickets(6)
+    holder, other = await make.agent(capacity=3), await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(RESCAN_SOON)
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:3]
+    reloads = dispatcher.stats.reloads
+    await put_back_by_sql(db, tickets[1])
+
+    deadline = time.monotonic() + 10
+    while dispatcher.stats.reloads == reloads:
+        assert time.monotonic() < deadline, "no rescan noticed the put-back ticket"
+        await asyncio.sleep(0.05)
+
+    assert [t["id"] for t in await dispatcher.fetch(other.agent_id)] == [tickets[1], tickets[3]]
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == [
+        tickets[0],
+        tickets[2],
+        tickets[4],
+    ]
+
+
+async def test_a_rescan_under_load_does_not_mistake_a_batch_decided_ahead(
+    start_dispatcher, make, db
+):
+    """Assignments decided ahead are in memory before they are in the database: a rescan
+    between two batches must not take them for divergence."""
+    await make.tickets(3000)
+    agents = [await make.agent(capacity=5) for _ in range(40)]
+    dispatcher = await start_dispatcher(DispatcherOptions(rescan_interval_s=0.05))
+    reloads = dispatcher.stats.reloads
+    deadline = time.monotonic() + 3
+
+    async def trade(agent_id: int) -> None:
+        while time.monotonic() < deadline:
+            held = [t["id"] for t in await dispatcher.fetch(agent_id)]
+            if held:
+                await dispatcher.sell(agent_id, held[:2])
+
+    await asyncio.gather(*(trade(a.agent_id) for a in agents))
+    assert dispatcher.stats.rescans > 5
+    assert dispatcher.stats.reloads == reloads
