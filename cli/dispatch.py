@@ -354,13 +354,10 @@ async def _release(
         if agent is None:
             raise Invalid(missing)
         found_id, found_name = int(agent["agent_id"]), str(agent["username"])
-        lock_key = settings.dispatcher_lock_key
-        leadership = await read_leadership(database, lock_key=lock_key)
         try:
-            if leadership.lock is not None:
-                ids = await ask_leader(database.dsn, found_id, timeout_s=timeout_s)
-                return Released(found_id, found_name, ids, leadership.identity or "-", "leader")
-            return await _release_as_leader(settings, database, found_id, found_name, timeout_s)
+            return await _release_through_dispatcher(
+                settings, database, found_id, found_name, timeout_s
+            )
         except Refused as exc:
             raise Invalid(f"The dispatcher refused: {exc}") from exc
 
@@ -390,10 +387,14 @@ async def ask_leader(dsn: str, agent_id: int, *, timeout_s: float) -> list[int]:
     )
 
 
-async def _release_as_leader(
+async def _release_through_dispatcher(
     settings: Settings, database: Database, agent_id: int, username: str, timeout_s: float
 ) -> Released:
-    """Lead for a moment and release; or ask whoever took the lead first."""
+    """Ask the leading process to release; or, when none leads, lead for a moment and release.
+
+    This process waits for the lock meanwhile, as a standby does: a leader that stops
+    without answering (another `tickets release`, done with its own) hands the lock on,
+    and this process then does the release itself instead of waiting out the timeout."""
     from dispatcher.actor import Dispatcher
     from dispatcher.errors import AgentNotFound, Unavailable
     from web.app import dispatcher_options
@@ -405,8 +406,9 @@ async def _release_as_leader(
         try:
             other = await _lead_or_find_leader(leader, database, settings, timeout_s)
             if other is not None:
-                ids = await ask_leader(database.dsn, agent_id, timeout_s=timeout_s)
-                return Released(agent_id, username, ids, other, "leader")
+                ids = await _ask_unless_leading(leader, database.dsn, agent_id, timeout_s)
+                if ids is not None:
+                    return Released(agent_id, username, ids, other, "leader")
             try:
                 ids = await leader.release_agent(agent_id)
             except AgentNotFound as exc:
@@ -416,6 +418,22 @@ async def _release_as_leader(
             return Released(agent_id, username, sorted(ids), identity, "self")
         finally:
             await leader.stop()  # lets go of the lock (or of the wait for it)
+
+
+async def _ask_unless_leading(
+    leader: Any, dsn: str, agent_id: int, timeout_s: float
+) -> list[int] | None:
+    """The leader's answer, or None once `leader` (this process's) leads before it came."""
+    asking = asyncio.ensure_future(ask_leader(dsn, agent_id, timeout_s=timeout_s))
+    leading = asyncio.ensure_future(leader.leading.wait())
+    try:
+        await asyncio.wait({asking, leading}, return_when=asyncio.FIRST_COMPLETED)
+        if asking.done():
+            return asking.result()
+        return None
+    finally:
+        asking.cancel()
+        leading.cancel()
 
 
 async def _lead_or_find_leader(

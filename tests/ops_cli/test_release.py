@@ -128,14 +128,15 @@ async def test_release_needs_exactly_one_way_to_name_the_agent(tickets: Tickets)
 async def test_release_exits_2_when_the_lock_holder_does_not_answer(
     tickets: Tickets, make, db, settings
 ) -> None:
-    """A session holds the lock but is no dispatcher (or a frozen one): nobody answers."""
+    """A session holds the lock but is no dispatcher (it never claimed the epoch): nobody
+    answers, and this command cannot lead."""
     agent = await make.agent()
     await db.execute("SELECT pg_advisory_lock($1)", settings.dispatcher_lock_key)
 
     result = await tickets.run("release", str(agent.agent_id), "--timeout", "0.5")
 
     assert result.returncode == 2, explain(result)
-    assert "No answer from the dispatcher within 0.5 s" in result.stderr
+    assert "No dispatcher took the lead within 0.5 s" in result.stderr
     assert result.stdout == ""
 
 
@@ -152,9 +153,9 @@ async def lock_holders(db: asyncpg.Connection, lock_key: int) -> list[int]:
 async def test_release_asks_the_server_that_took_the_lock_first(
     leader, make, db, settings, database_url
 ) -> None:
-    """The lock was free when `release` looked, but a server took it before the command's
-    own dispatcher could: it stands by, sees who leads, and asks that one instead."""
-    from cli.dispatch import _release_as_leader
+    """A server leads: the command's own dispatcher stands by, sees who leads, and asks
+    that one."""
+    from cli.dispatch import _release_through_dispatcher
     from storage.database import Database
 
     ids = await make.tickets(2)
@@ -163,7 +164,8 @@ async def test_release_asks_the_server_that_took_the_lock_first(
     database = await Database.connect(database_url, min_size=1, max_size=2)
     try:
         released = await asyncio.wait_for(
-            _release_as_leader(settings, database, gina.agent_id, "gina", 5), DEADLINE_S
+            _release_through_dispatcher(settings, database, gina.agent_id, "gina", 5),
+            DEADLINE_S,
         )
     finally:
         await database.close()
@@ -175,3 +177,43 @@ async def test_release_asks_the_server_that_took_the_lock_first(
     assert await lock_holders(db, settings.dispatcher_lock_key) == [
         await db.fetchval("SELECT holder_pid FROM dispatcher_leadership")
     ]
+
+
+async def test_a_leader_that_goes_without_answering_hands_the_release_over(
+    make, db, settings, database_url
+) -> None:
+    """Another `tickets release` leads, does its own release and stops, never reading this
+    one's request: this command's dispatcher then gets the lock and does it itself. It used
+    to wait out --timeout, exit 2 and release nothing."""
+    from cli.dispatch import _release_through_dispatcher
+    from storage.database import Database
+    from storage.leadership import LeaderConnection
+
+    ids = await make.tickets(2)
+    hana = await make.agent(username="hana", capacity=2)
+    await db.execute(
+        "UPDATE tickets SET status = 'assigned', agent_id = $1, assigned_at = now()"
+        " WHERE id = ANY($2::bigint[])",
+        hana.agent_id,
+        ids,
+    )
+    # Leads (the lock and the row) and never reads the admin mailbox.
+    mute = await LeaderConnection.acquire(
+        database_url, lock_key=settings.dispatcher_lock_key, holder="cli:mute", idle_timeout_s=30
+    )
+    database = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        releasing = asyncio.ensure_future(
+            _release_through_dispatcher(settings, database, hana.agent_id, "hana", 20)
+        )
+        await asyncio.sleep(1.0)  # it has seen the mute leader and asked it
+        assert not releasing.done()
+        await mute.close()
+        released = await asyncio.wait_for(releasing, 10)  # far below the 20 s timeout
+    finally:
+        await mute.close()
+        await database.close()
+
+    assert released.mode == "self"
+    assert released.ticket_ids == ids
+    assert await states(db, ids) == [("unassigned", None)] * 2
