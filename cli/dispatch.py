@@ -259,7 +259,7 @@ def status(as_json: bool) -> None:
 
 
 async def _status(settings: Settings) -> tuple[Leadership, datetime]:
-    async with open_database(settings) as database:
+    async with open_database(settings, existing=True) as database:
         leadership = await read_leadership(database, lock_key=settings.dispatcher_lock_key)
         now = await database.fetchval("ops_now")
     return leadership, now
@@ -344,7 +344,7 @@ def cli_identity() -> str:
 async def _release(
     settings: Settings, agent_id: int | None, username: str | None, timeout_s: float
 ) -> Released:
-    async with open_database(settings) as database:
+    async with open_database(settings, existing=True) as database:
         if agent_id is not None:
             agent = await database.fetchrow("ops_agent_by_id", agent_id)
             missing = f"There is no agent with id {agent_id}."

@@ -188,7 +188,7 @@ class Report:
 
 
 async def _gather(settings: Settings, *, top: int, minutes: int) -> Report:
-    async with open_database(settings) as database:
+    async with open_database(settings, existing=True) as database:
         return Report(
             now=await database.fetchval("ops_now"),
             backlog=await database.fetchrow("ops_backlog") or {},

@@ -118,11 +118,30 @@ async def database_url(settings: Settings) -> str:
     return dsn
 
 
+def require_existing_data(settings: Settings) -> None:
+    """For commands that only look at (or act on) what is there: on the embedded default, a
+    DATA_DIR where nothing ever ran is refused instead of initialised, so a mistyped one
+    does not answer with a believable empty system."""
+    if settings.database_url:  # set and not blank (blank is unset, as everywhere)
+        return
+    try:
+        (settings.data_dir / "postgres" / "PG_VERSION").stat()
+    except NotADirectoryError:
+        return  # an unusable DATA_DIR: opening it says so, naming the cause
+    except FileNotFoundError:
+        raise Failure(
+            f"No database under DATA_DIR={settings.data_dir}: nothing has run there yet"
+            " (start the service with `tickets serve`, or set DATABASE_URL)."
+        ) from None
+
+
 @contextlib.asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
-    """A small pool on the migrated database."""
+async def open_database(settings: Settings, *, existing: bool = False) -> AsyncIterator[Database]:
+    """A small pool on the migrated database; `existing`: see `require_existing_data`."""
     from storage.database import Database
 
+    if existing:
+        require_existing_data(settings)
     database = await Database.connect(
         await database_url(settings),
         min_size=1,

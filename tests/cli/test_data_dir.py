@@ -9,7 +9,7 @@ import pytest
 
 from tests.cli.conftest import Tickets, explain
 
-COMMANDS = [("serve", "--port", "0"), ("migrate",), ("stats",), ("create-agent", "alice")]
+COMMANDS = [("serve",), ("migrate",), ("stats",), ("create-agent", "alice")]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: command[0])
@@ -32,3 +32,19 @@ async def test_an_unusable_data_dir_exits_with_2_in_one_line(
     ), explain(result)
     assert "Traceback" not in result.stderr
     assert "cannot listen" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("stats",), ("dispatcher", "status"), ("release", "1")],
+    ids=["stats", "dispatcher status", "release"],
+)
+async def test_a_data_dir_where_nothing_ran_is_not_taken_for_an_empty_system(
+    tickets: Tickets, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A mistyped DATA_DIR once got a fresh database, and `stats` reported it empty."""
+    data_dir = tmp_path / "typo"
+    result = await tickets.run(*command, env={"DATABASE_URL": "", "DATA_DIR": str(data_dir)})
+    assert result.returncode == 2, explain(result)
+    assert f"No database under DATA_DIR={data_dir}" in result.stderr, explain(result)
+    assert not (data_dir / "postgres").exists()
