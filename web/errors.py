@@ -7,6 +7,7 @@ the request id.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -154,7 +155,13 @@ def from_dispatcher_error(error: dispatch.DispatcherError) -> ApiError:
 
 def error_response(error: ApiError) -> web.Response:
     body = {"error": error.code, "detail": error.detail, **error.extra}
-    return web.json_response(body, status=error.status, headers=error.headers)
+    # The same Content-Type as every success (JSON is UTF-8 by definition: no charset).
+    return web.Response(
+        body=json.dumps(body).encode(),
+        status=error.status,
+        headers=error.headers,
+        content_type="application/json",
+    )
 
 
 _HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {
