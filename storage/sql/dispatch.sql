@@ -158,7 +158,8 @@ DELETE FROM agents WHERE id = $1 RETURNING id
 -- tickets_payload_by_ids --
 -- What a fetch answers with, for tickets memory says the agent beside each id ($2) holds
 -- from earlier batches (as tickets_commit_batch returns them: timestamps as ISO text). Only
--- tickets the database says so too: a missing row means memory diverged.
+-- tickets the database gives that agent too: a missing row means memory diverged. Sold is
+-- that agent's as well: a sale in the same batch as the fetch, decided after it.
 SELECT t.id, t.title, t.description, t.created_at::text, t.assigned_at::text
 FROM unnest($1::bigint[], $2::bigint[]) AS held(id, agent_id)
-JOIN tickets AS t ON t.id = held.id AND t.agent_id = held.agent_id AND t.status = 'assigned'
+JOIN tickets AS t ON t.id = held.id AND t.agent_id = held.agent_id

@@ -108,3 +108,23 @@ async def test_a_rescan_under_load_does_not_mistake_a_batch_decided_ahead(
     await asyncio.gather(*(trade(a.agent_id) for a in agents))
     assert dispatcher.stats.rescans > 5
     assert dispatcher.stats.reloads == reloads
+
+
+async def test_a_sale_in_the_fetchs_own_batch_is_no_divergence(start_dispatcher, make, db):
+    """A retried fetch and a sale of what it returns, sent together, share a batch: the fetch,
+    decided first, answers with the ticket the sale then sells. Memory was right all along."""
+    tickets = await make.tickets(4)
+    agent = await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(NO_RESCAN)
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[:2]
+    reloads, batches = dispatcher.stats.reloads, dispatcher.stats.batches
+
+    fetched, sold = await asyncio.gather(
+        dispatcher.fetch(agent.agent_id), dispatcher.sell(agent.agent_id, [tickets[0]])
+    )
+
+    assert dispatcher.stats.batches == batches + 1  # one batch: the case under test
+    assert [t["id"] for t in fetched] == tickets[:2]
+    assert sold == [tickets[0]]
+    assert dispatcher.stats.reloads == reloads
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == [tickets[1], tickets[2]]
