@@ -433,6 +433,11 @@ class DispatchMachine(RuleBasedStateMachine):
         assert snapshot.agents == self.model.agents
         assert snapshot.held == self.model.all_held()
         assert self.c.held_count == sum(map(len, snapshot.held.values()))
+        # What the rescan asks: which of these ids memory says are held (every id known, in
+        # descending order, so the answer must keep the order given).
+        every_id = sorted(self.model.tickets, reverse=True)
+        held_ids = {t for ids in snapshot.held.values() for t in ids}
+        assert self.c.held_among(every_id) == [t for t in every_id if t in held_ids]
         horizon = snapshot.horizon
         # Window: exactly the unassigned ids up to the horizon, and no more than fits.
         covered = [t for t in self.model.unassigned() if horizon is None or t <= horizon]
