@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ STARTS_FILE = "postgres-handle-starts.json"
 # The wall-clock start time is derived from the kernel's boot time, which clock adjustments
 # can shift by a second; a PID reused within a second of the old process's start is not.
 START_TIME_TOLERANCE_S = 1.0
+# Crash recovery replays the WAL written since the last checkpoint: seconds, rarely more.
+TRANSITION_TIMEOUT_S = 60.0
 
 _pruning_at_exit: set[Path] = set()
 
@@ -69,6 +72,7 @@ def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
         ) from exc
     pgdata = data_dir / "postgres"
     try:
+        _wait_while_starting_or_stopping(pgdata)
         # Our start time is recorded before we join: a pruner running in between then sees
         # a live handle, never one it could take for a stale one left under our PID.
         drop_dead_handles(data_dir, record_self=True)
@@ -76,6 +80,13 @@ def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
     except (OSError, subprocess.CalledProcessError) as exc:
         raise DataDirUnusable(
             f"DATA_DIR: the embedded PostgreSQL cannot start in {str(pgdata)!r}: {_reason(exc)}"
+        ) from exc
+    except AssertionError as exc:
+        # The wheel asserts that a running server is ready: it began to stop or restart
+        # again just as we joined.
+        raise DataDirUnusable(
+            f"DATA_DIR: the embedded PostgreSQL in {str(pgdata)!r} is starting or stopping;"
+            " try again in a moment"
         ) from exc
     if data_dir not in _pruning_at_exit:
         # Registered after the wheel's own exit hook, so it runs before it (atexit is LIFO):
@@ -89,10 +100,31 @@ def start(data_dir: Path, *, stop_at_exit: bool = True) -> str:
 def _before_leaving(server: PostgresServer, data_dir: Path) -> None:
     drop_dead_handles(data_dir)
     with PostgresServer._lock:
-        running = PostmasterInfo.read_from_pgdata(server.pgdata)
+        try:
+            running = PostmasterInfo.read_from_pgdata(server.pgdata)
+        except (OSError, ValueError, AssertionError):
+            return  # postmaster.pid half written: the wheel keeps the server it knows
         if running is not None and running.is_running():
             # The wheel stops only the postmaster it recorded (private: no API sets it).
             server._postmaster_info = running
+
+
+def _wait_while_starting_or_stopping(
+    pgdata: Path, *, timeout_s: float | None = None, poll_s: float = 0.1
+) -> None:
+    """Until the server in pgdata is ready, or not running: the wheel takes a running one as
+    it finds it, and fails on one still starting (crash recovery after a restart takes
+    seconds) or stopping. A supervisor restarting the service right after PostgreSQL went
+    down lands exactly there."""
+    deadline = time.monotonic() + (TRANSITION_TIMEOUT_S if timeout_s is None else timeout_s)
+    while time.monotonic() < deadline:
+        try:
+            running = PostmasterInfo.read_from_pgdata(pgdata)
+            if running is None or not running.is_running() or running.status == "ready":
+                return
+        except (OSError, ValueError, AssertionError):
+            pass  # postmaster.pid half written (the wheel asserts its line count): look again
+        time.sleep(poll_s)
 
 
 def _reason(exc: BaseException) -> str:
