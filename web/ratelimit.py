@@ -37,6 +37,9 @@ class _Limit:
         self._failures: dict[Hashable, deque[float]] = {}
         self._in_flight: dict[Hashable, int] = {}
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        # Keys whose failures have all expired are dropped when next read, and all of them
+        # once per window: memory holds only the failures of the last window.
+        self._next_sweep = clock() + window_s
 
     def retry_after_s(self, key: Hashable) -> int:
         """Whole seconds until the key's failures leave room; 0 when they already do."""
@@ -95,12 +98,14 @@ class _Limit:
         return len(self._failures) + len(self._in_flight)
 
     def _add_failure(self, key: Hashable) -> None:
+        now = self._clock()
+        if now >= self._next_sweep or len(self._failures) >= self._max_keys:
+            self._forget_expired()
+            self._next_sweep = now + self._window_s
         recent = self._recent(key)
         if not recent:
-            if len(self._failures) >= self._max_keys:
-                self._forget_expired()
             self._failures[key] = recent
-        recent.append(self._clock())
+        recent.append(now)
 
     def _recent(self, key: Hashable) -> deque[float]:
         # Reading never stores a key: an attempt refused before it ran leaves nothing behind.
@@ -110,6 +115,8 @@ class _Limit:
         horizon = self._clock() - self._window_s
         while recent and recent[0] <= horizon:
             recent.popleft()
+        if not recent:
+            del self._failures[key]
         return recent
 
     def _forget_expired(self) -> None:

@@ -176,3 +176,20 @@ async def test_random_crowds_never_exceed_a_limit_or_strand_a_waiter(seed: int) 
         await asyncio.gather(*crowd)
     for key, most in worst.items():
         assert most <= (pair_limit if isinstance(key, tuple) else address_limit), key
+
+
+async def test_memory_holds_only_the_last_windows_failures() -> None:
+    """A spray of distinct names and addresses once stayed in memory for good (until
+    100,000 keys), long after its window had passed."""
+    clock = Clock()
+    checker = Checker(throttle(clock, pair=5, address=50))
+    for n in range(1000):
+        assert await checker.login(f"user{n}", f"10.0.{n // 250}.{n % 250}", "failed") == 0
+    assert checker.limit.tracked_keys() == 2000
+    clock.now += 61  # the window has passed for all of them
+    assert await checker.login("late", ADDRESS, "failed") == 0
+    assert checker.limit.tracked_keys() == 2  # the late pair and its address
+    # Within a window nothing is forgotten early.
+    clock.now += 30
+    assert await checker.login("later", ADDRESS, "failed") == 0
+    assert checker.limit.tracked_keys() == 3
