@@ -78,7 +78,7 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.stats import DispatcherStats
-from storage.errors import Conflict, DatabaseUnavailable, Diverged, StorageError
+from storage.errors import Conflict, DatabaseUnavailable, Diverged, Fenced, StorageError
 from storage.leadership import LeaderConnection, NotSafeForLeadership, check_database
 
 log = structlog.get_logger("dispatcher")
@@ -511,6 +511,14 @@ class Dispatcher:
         stale = [t for t in self._core.held_among(ids) if t not in self._ahead.assigned_now]
         if stale:
             raise Diverged(f"unassigned in the database, held in memory: {stale[:20]}")
+        # Queued here, not unassigned there: deleted (the new queue simply lacks it), or
+        # assigned by hand, which memory must learn, or an agent holds more than it knows.
+        absent = self._core.queued_but_absent(ids, up_to=ids[-1] if len(ids) > window else None)
+        if absent:
+            facts = await connection.ticket_facts(absent)
+            taken = [t for t, (_, agent) in facts.items() if agent is not None]
+            if taken:
+                raise Diverged(f"queued in memory, held in the database: {sorted(taken)[:20]}")
         horizon = None if len(ids) <= window else ids[window - 1]
         self._core.queue_rescanned(ids[:window], horizon=horizon)
         self.stats.rescans += 1
@@ -612,6 +620,12 @@ class Dispatcher:
         except _BatchFailed as failure:
             self.stats.failed_commits += 1
             error = failure.__cause__
+            if isinstance(error, Fenced):
+                # The epoch moved on: this process no longer leads, whatever its lock says
+                # (only a hand edit of the leadership row gets here while the lock holds).
+                # Reloading would fail every write again for ever; leading afresh claims a
+                # new epoch.
+                error = LeadershipLost(f"fenced: {error}")
             if isinstance(error, LeadershipLost):
                 self._fail_pipeline(failure.batch)
                 raise error from None
@@ -755,7 +769,8 @@ class Dispatcher:
         # held from earlier batches (a retry, a partial sale) need reading.
         missing = {t: a for t, a in batch.held_before.items() if t not in batch.assigned_now}
         if missing:
-            payloads.update(await self._guarded(connection.payloads(missing)))
+            sold_now = set(batch.sell_ids).intersection(missing)
+            payloads.update(await self._guarded(connection.payloads(missing, sold_now)))
         return payloads
 
     def _answer(self, batch: Batch, payloads: dict[int, Mapping[str, Any]]) -> list[int]:
@@ -839,6 +854,9 @@ class Dispatcher:
         except LeadershipLost:
             self.stats.failed_commits += 1
             raise
+        except Fenced as exc:  # as for a batch (see _trade)
+            self.stats.failed_commits += 1
+            raise LeadershipLost(f"fenced: {exc}") from exc
         except Exception as exc:
             self.stats.failed_commits += 1
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))

@@ -300,6 +300,12 @@ class DispatchCore:
     def holdings(self, agent_id: int) -> tuple[int, ...]:
         return tuple(self._held.get(agent_id, ()))
 
+    def queued_but_absent(self, ids: Sequence[int], *, up_to: int | None) -> list[int]:
+        """Queued ids (``<= up_to``, if given) that ``ids``, the store's unassigned ids, lacks:
+        each left the queue in the store without a decision of ours."""
+        present = set(ids)
+        return [t for t in self._queue if (up_to is None or t <= up_to) and t not in present]
+
     def held_among(self, ids: Iterable[int]) -> list[int]:
         """Those of ``ids`` that memory says an agent holds, in the order given."""
         return [t for t in ids if t in self._owner]

@@ -24,7 +24,7 @@ This module owns the SQL; the decisions and the waiting are dispatcher/actor.py'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,14 +196,20 @@ class LeaderConnection:
             rows = await self._connection.fetch(QUERIES["tickets_facts_by_ids"], list(ids))
         return {row["id"]: (row["status"], row["agent_id"]) for row in rows}
 
-    async def payloads(self, holders: Mapping[int, int]) -> dict[int, asyncpg.Record]:
+    async def payloads(
+        self, holders: Mapping[int, int], sold_now: Collection[int] = ()
+    ) -> dict[int, asyncpg.Record]:
         """Held tickets' payloads by id, shaped as `commit_batch` returns them, for tickets
         (keys) held by the agents memory says (values); a ticket the database does not show
-        held by that agent is left out."""
+        held by that agent is left out, unless it is in `sold_now` (sold by the batch just
+        committed) and sold by that agent."""
         ids = sorted(holders)
         with translated():
             rows = await self._connection.fetch(
-                QUERIES["tickets_payload_by_ids"], ids, [holders[t] for t in ids]
+                QUERIES["tickets_payload_by_ids"],
+                ids,
+                [holders[t] for t in ids],
+                [t in sold_now for t in ids],
             )
         return {row["id"]: row for row in rows}
 

@@ -158,8 +158,10 @@ DELETE FROM agents WHERE id = $1 RETURNING id
 -- tickets_payload_by_ids --
 -- What a fetch answers with, for tickets memory says the agent beside each id ($2) holds
 -- from earlier batches (as tickets_commit_batch returns them: timestamps as ISO text). Only
--- tickets the database gives that agent too: a missing row means memory diverged. Sold is
--- that agent's as well: a sale in the same batch as the fetch, decided after it.
+-- tickets the database shows held by that agent too: a missing row means memory diverged.
+-- Sold counts as held where $3 says the batch itself sold it (a sale in the fetch's own
+-- batch, decided after it).
 SELECT t.id, t.title, t.description, t.created_at::text, t.assigned_at::text
-FROM unnest($1::bigint[], $2::bigint[]) AS held(id, agent_id)
+FROM unnest($1::bigint[], $2::bigint[], $3::bool[]) AS held(id, agent_id, sold_now)
 JOIN tickets AS t ON t.id = held.id AND t.agent_id = held.agent_id
+    AND (t.status = 'assigned' OR (held.sold_now AND t.status = 'sold'))

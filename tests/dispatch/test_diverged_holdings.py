@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from dispatcher.actor import Dispatcher, DispatcherOptions
-from dispatcher.errors import CommitFailed
+from dispatcher.errors import CommitFailed, Unavailable
 
 # Rarely enough that only the test's own wait for it brings one about.
 RESCAN_SOON = DispatcherOptions(rescan_interval_s=0.5)
@@ -128,3 +128,89 @@ async def test_a_sale_in_the_fetchs_own_batch_is_no_divergence(start_dispatcher,
     assert sold == [tickets[0]]
     assert dispatcher.stats.reloads == reloads
     assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == [tickets[1], tickets[2]]
+
+
+async def test_a_leader_fenced_by_a_hand_edited_epoch_leads_afresh(start_dispatcher, make, db):
+    """Every write checks the stored epoch. Moved on by hand while this process holds the
+    lock, it used to fail every write and reload, for ever; leading afresh claims a new one."""
+    tickets = await make.tickets(4)
+    agent = await make.agent(capacity=1)
+    dispatcher = await start_dispatcher(NO_RESCAN)
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[:1]
+    await db.execute("UPDATE dispatcher_leadership SET epoch = epoch + 1")
+    bumped = await db.fetchval("SELECT epoch FROM dispatcher_leadership")
+
+    with pytest.raises(CommitFailed):
+        await dispatcher.sell(agent.agent_id, tickets[:1])
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert await dispatcher.sell(agent.agent_id, tickets[:1]) == tickets[:1]
+            break
+        except Unavailable:  # 503: standing by a moment, as a leader that lost its lock does
+            assert time.monotonic() < deadline, "still fenced"
+            await asyncio.sleep(0.05)
+    assert await db.fetchval("SELECT epoch FROM dispatcher_leadership") > bumped
+    assert dispatcher.epoch > bumped
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[1:2]
+
+
+async def test_a_held_ticket_sold_by_sql_is_not_answered_as_held(start_dispatcher, make, db):
+    """It came back in every fetch as assigned; now the fetch gets 503 and memory is the
+    database's."""
+    tickets = await make.tickets(4)
+    agent = await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(NO_RESCAN)
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[:2]
+    await db.execute(
+        "UPDATE tickets SET status = 'sold', sold_at = now() WHERE id = $1", tickets[0]
+    )
+    with pytest.raises(CommitFailed):
+        await dispatcher.fetch(agent.agent_id)
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == [tickets[1], tickets[2]]
+
+
+async def test_the_rescan_learns_a_queued_ticket_assigned_by_sql(start_dispatcher, make, db):
+    """Dropped from the queue without a word, it was held in the database by an agent whose
+    fetches left it out, over its capacity, and which a release did not give back."""
+    tickets = await make.tickets(6)
+    agent = await make.agent(capacity=3)
+    dispatcher = await start_dispatcher(RESCAN_SOON)
+    reloads = dispatcher.stats.reloads
+    await db.execute(
+        "UPDATE tickets SET status = 'assigned', agent_id = $1, assigned_at = now() WHERE id = $2",
+        agent.agent_id,
+        tickets[4],
+    )
+    deadline = time.monotonic() + 10
+    while dispatcher.stats.reloads == reloads:
+        assert time.monotonic() < deadline, "no rescan noticed the hand-assigned ticket"
+        await asyncio.sleep(0.05)
+    # Memory knows the agent holds it: a fetch tops up to its capacity around it.
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == [
+        tickets[0],
+        tickets[1],
+        tickets[4],
+    ]
+    assert sorted(await dispatcher.release_agent(agent.agent_id)) == [
+        tickets[0],
+        tickets[1],
+        tickets[4],
+    ]
+
+
+async def test_the_rescan_drops_a_queued_ticket_deleted_by_sql_without_a_reload(
+    start_dispatcher, make, db
+):
+    tickets = await make.tickets(4)
+    agent = await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(RESCAN_SOON)
+    reloads, rescans = dispatcher.stats.reloads, dispatcher.stats.rescans
+    await db.execute("DELETE FROM tickets WHERE id = $1", tickets[0])
+    deadline = time.monotonic() + 10
+    while dispatcher.stats.rescans < rescans + 2:
+        assert time.monotonic() < deadline, "no rescan"
+        await asyncio.sleep(0.05)
+    assert dispatcher.stats.reloads == reloads
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[1:3]
