@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import traceback
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -100,7 +101,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     except (click.ClickException, click.Abort, click.exceptions.Exit):
         raise
     except DatabaseUnavailable as exc:
-        raise Failure(f"{exc} (check DATABASE_URL, or unset it to use the embedded one)") from exc
+        if os.environ.get("DATABASE_URL", "").strip():
+            hint = "check DATABASE_URL, or unset it to use the embedded one"
+        else:
+            hint = "the embedded PostgreSQL under DATA_DIR; run it again"
+        raise Failure(f"{exc} ({hint})") from exc
     except StorageError as exc:
         raise Failure(str(exc)) from exc
     except Exception as exc:

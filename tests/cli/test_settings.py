@@ -38,3 +38,28 @@ async def test_an_invalid_setting_stops_every_command_in_one_line(
         + (" (use 0.0.0.0 to listen on every interface)" if variable == "HOST" else "")
     ]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("database_url", "hint"),
+    [
+        ("postgresql://db.example/tickets", "(check DATABASE_URL, or unset it"),
+        ("", "(the embedded PostgreSQL under DATA_DIR; run it again)"),
+    ],
+    ids=["DATABASE_URL set", "embedded"],
+)
+def test_an_unavailable_database_is_explained_for_the_database_in_use(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, hint: str
+) -> None:
+    """The embedded default once got the hint about a DATABASE_URL nobody had set."""
+    from cli.support import Failure, run
+    from storage.errors import DatabaseUnavailable
+
+    async def lose_the_connection() -> None:
+        raise DatabaseUnavailable("database unavailable: InterfaceError")
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    with pytest.raises(Failure) as failure:
+        run(lose_the_connection())
+    assert failure.value.message.startswith("database unavailable: InterfaceError (")
+    assert hint in failure.value.message
