@@ -203,15 +203,14 @@ class LeaderConnection:
         (keys) held by the agents memory says (values); a ticket the database does not show
         held by that agent is left out, unless it is in `sold_now` (sold by the batch just
         committed) and sold by that agent."""
-        ids = sorted(holders)
         with translated():
-            rows = await self._connection.fetch(
-                QUERIES["tickets_payload_by_ids"],
-                ids,
-                [holders[t] for t in ids],
-                [t in sold_now for t in ids],
-            )
-        return {row["id"]: row for row in rows}
+            rows = await self._connection.fetch(QUERIES["tickets_payload_by_ids"], sorted(holders))
+        return {
+            row["id"]: row
+            for row in rows
+            if row["agent_id"] == holders[row["id"]]
+            and (row["status"] == "assigned" or (row["status"] == "sold" and row["id"] in sold_now))
+        }
 
     # ------------------------------------------------------------ writes
 

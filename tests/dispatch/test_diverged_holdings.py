@@ -214,3 +214,19 @@ async def test_the_rescan_drops_a_queued_ticket_deleted_by_sql_without_a_reload(
         await asyncio.sleep(0.05)
     assert dispatcher.stats.reloads == reloads
     assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[1:3]
+
+
+async def test_the_held_tickets_are_read_by_primary_key(db, make):
+    """A join over an unnest of ids and agents was planned as a scan of the whole table, a
+    stall of ~100 ms in every batch that reread held tickets (`make bench`'s p99 tripled)."""
+    from storage.queries import QUERIES
+
+    await make.tickets(20_000)
+    await db.execute("ANALYZE tickets")
+    await db.execute("SET plan_cache_mode = force_generic_plan")
+    await db.execute(f"PREPARE payloads AS {QUERIES['tickets_payload_by_ids']}")
+    plan = "\n".join(
+        row[0] for row in await db.fetch("EXPLAIN EXECUTE payloads('{1,2,3}'::bigint[])")
+    )
+    assert "Seq Scan" not in plan, plan
+    assert "tickets_pkey" in plan, plan
