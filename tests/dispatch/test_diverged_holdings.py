@@ -10,32 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from dispatcher.actor import Dispatcher, DispatcherOptions
+from dispatcher.actor import DispatcherOptions
 from dispatcher.errors import CommitFailed, Unavailable
 
-# Rarely enough that only the test's own wait for it brings one about.
+# Soon enough for a test to wait for one; and never within a test.
 RESCAN_SOON = DispatcherOptions(rescan_interval_s=0.5)
 NO_RESCAN = DispatcherOptions(rescan_interval_s=3600)
-
-
-@pytest.fixture
-async def start_dispatcher(database_url: str) -> AsyncIterator:
-    started: list[Dispatcher] = []
-
-    async def start(options: DispatcherOptions) -> Dispatcher:
-        dispatcher = Dispatcher(database_url, identity="diverged", options=options)
-        started.append(dispatcher)
-        await dispatcher.start()
-        await asyncio.wait_for(dispatcher.leading.wait(), 10)
-        return dispatcher
-
-    yield start
-    for dispatcher in started:
-        await dispatcher.stop()
 
 
 async def put_back_by_sql(db, ticket_id: int) -> None:

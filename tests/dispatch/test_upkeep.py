@@ -12,31 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from dispatcher.actor import Dispatcher, DispatcherOptions
 
 SHORT_IDLE = DispatcherOptions(
     heartbeat_interval_s=0.2, write_timeout_s=1.0, rescan_interval_s=3600
 )
-
-
-@pytest.fixture
-async def start_dispatcher(database_url: str) -> AsyncIterator:
-    started: list[Dispatcher] = []
-
-    async def start(options: DispatcherOptions) -> Dispatcher:
-        dispatcher = Dispatcher(database_url, identity="upkeep", options=options)
-        started.append(dispatcher)
-        await dispatcher.start()
-        await asyncio.wait_for(dispatcher.leading.wait(), 10)
-        return dispatcher
-
-    yield start
-    for dispatcher in started:
-        await dispatcher.stop()
 
 
 async def _hammer(dispatcher: Dispatcher, agent_ids: list[int], seconds: float) -> int:
