@@ -443,6 +443,14 @@ class DispatchMachine(RuleBasedStateMachine):
         covered = [t for t in self.model.unassigned() if horizon is None or t <= horizon]
         assert list(snapshot.unassigned) == covered
         assert self.c.queue_length == len(covered) <= self.window_size
+        # And which queued ids the store no longer lists as unassigned: none while memory is
+        # the model's; exactly those left out otherwise.
+        assert self.c.queued_but_absent(self.model.unassigned(), up_to=None) == []
+        left_out = covered[::2]
+        listed = [t for t in self.model.unassigned() if t not in set(left_out)]
+        assert self.c.queued_but_absent(listed, up_to=None) == left_out
+        if covered:
+            assert self.c.queued_but_absent(listed, up_to=covered[0] - 1) == []
         # A refill is asked for only when the store may have more and the queue has room.
         room = horizon is not None and len(covered) < self.window_size
         assert self.c.needs_refill(demand=10**9) is room
