@@ -792,14 +792,15 @@ class Dispatcher:
         diverged: list[int] = []
         for item, decision in batch.decided:
             if isinstance(decision, Fetched):
-                unseen = [t for t in decision.held if t not in payloads]
-                if unseen:
-                    diverged.extend(unseen)
-                    settle(item, error=self._commit_failed())
-                    continue
                 # Rows, not the API's dicts: those are built by each caller's own task, after
                 # the next batch has gone out (fetch() and sell() finish the answers).
-                settle(item, result=[payloads[t] for t in decision.held])
+                try:
+                    rows = [payloads[t] for t in decision.held]
+                except KeyError:  # rare: one pass over the held tickets in the usual case
+                    diverged.extend(t for t in decision.held if t not in payloads)
+                    settle(item, error=self._commit_failed())
+                    continue
+                settle(item, result=rows)
             elif isinstance(decision, Sold):
                 settle(item, result=(decision.sold, decision.already_sold))
             elif decision.reason == "not_held":
