@@ -78,7 +78,14 @@ from dispatcher.errors import (
     Unavailable,
 )
 from dispatcher.stats import DispatcherStats
-from storage.errors import Conflict, DatabaseUnavailable, Diverged, Fenced, StorageError
+from storage.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    Diverged,
+    Fenced,
+    RowLocked,
+    StorageError,
+)
 from storage.leadership import LeaderConnection, NotSafeForLeadership, check_database
 
 log = structlog.get_logger("dispatcher")
@@ -107,6 +114,10 @@ class DispatcherOptions:
     heartbeat_interval_s: float = 0.5
     # A batch taking this long means the connection is stalled: give leadership up.
     write_timeout_s: float = 5.0
+    # A row locked by another session (plain SQL in an open transaction) is waited for this
+    # long, then the batch answers 503 and is retried. Well below the write timeout, so such
+    # a lock costs the batches that touch the row, not leadership (and every agent a stall).
+    row_lock_wait_s: float = 1.0
     retry_after_s: int = 1
     lock_key: int = 7_302_211
 
@@ -313,6 +324,7 @@ class Dispatcher:
                     lock_key=self.options.lock_key,
                     holder=self.identity,
                     idle_timeout_s=self.options.write_timeout_s,
+                    row_lock_wait_s=self.options.row_lock_wait_s,
                 )
             except NotSafeForLeadership as exc:
                 log.error("leadership_refused", reason=str(exc))
@@ -629,6 +641,8 @@ class Dispatcher:
             if isinstance(error, LeadershipLost):
                 self._fail_pipeline(failure.batch)
                 raise error from None
+            if isinstance(error, RowLocked):
+                await self._report_row_lock(connection, error)
             log.warning(
                 "batch_failed",
                 batch=failure.batch.number,
@@ -832,6 +846,22 @@ class Dispatcher:
         found = await connection.ticket_facts(sorted(unknown))
         return {t: TicketFact(status, agent) for t, (status, agent) in found.items()}
 
+    async def _report_row_lock(self, connection: LeaderConnection, error: RowLocked) -> None:
+        """Tell the operator who holds the lock: until that session ends its transaction,
+        every batch that touches the row answers 503."""
+        self.stats.row_lock_waits_given_up += 1
+        try:
+            holders = await self._guarded(connection.row_lock_holders())
+        except (StorageError, OSError, LeadershipLost) as exc:
+            holders = [{"unknown": repr(exc)}]
+        log.error(
+            "batch_blocked_by_row_lock",
+            error=str(error),
+            waited_s=self.options.row_lock_wait_s,
+            lock_holders=holders,
+            hint="another session holds a lock on a tickets row; end its transaction",
+        )
+
     async def _after_failure(self, connection: LeaderConnection) -> None:
         """Memory may hold uncommitted decisions: rebuild it, or give leadership up."""
         if connection.is_closed():
@@ -860,6 +890,8 @@ class Dispatcher:
             raise LeadershipLost(f"fenced: {exc}") from exc
         except Exception as exc:
             self.stats.failed_commits += 1
+            if isinstance(exc, RowLocked):
+                await self._report_row_lock(connection, exc)
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))
             settle(item, error=self._commit_failed())
             await self._after_failure(connection)

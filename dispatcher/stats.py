@@ -23,6 +23,8 @@ class DispatcherStats:
     reloads: int = 0
     rescans: int = 0
     failed_commits: int = 0
+    # Of those, the ones that waited too long for a row another session had locked.
+    row_lock_waits_given_up: int = 0
     overloaded: int = 0
     leadership_gained: int = 0
     leadership_lost: int = 0

@@ -38,6 +38,11 @@ class Diverged(StorageError):
     """A guarded write matched fewer rows than decided: memory and database disagree."""
 
 
+class RowLocked(StorageError):
+    """A row the write needed stayed locked by another session (lock_timeout): nothing was
+    written; the same write succeeds once that session commits or rolls back."""
+
+
 # Raised by dispatcher_guard() (migrations/0002_dispatch_guard.sql): keep in sync.
 _GUARD_ERRORS: dict[str, type[StorageError]] = {"TSF01": Fenced, "TSD01": Diverged}
 
@@ -103,6 +108,8 @@ def translated(*, connecting: bool = False) -> Iterator[None]:
         asyncpg.exceptions.UntranslatableCharacterError,
     ) as exc:
         raise InvalidValue(str(exc)) from exc
+    except asyncpg.exceptions.LockNotAvailableError as exc:
+        raise RowLocked(f"{exc} ({exc.context})" if exc.context else str(exc)) from exc
     except asyncpg.exceptions.ClientConfigurationError as exc:
         # Before _UNAVAILABLE (it is an InterfaceError): a value in DATABASE_URL the driver
         # cannot use, e.g. ?sslmode=bogus. Its own words say which.

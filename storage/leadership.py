@@ -63,6 +63,7 @@ class LeaderConnection:
         lock_key: int,
         holder: str,
         idle_timeout_s: float,
+        row_lock_wait_s: float | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> LeaderConnection:
         """Connect, wait as long as it takes for the lock, then claim a new epoch.
@@ -71,6 +72,11 @@ class LeaderConnection:
         long (a healthy leader heartbeats far more often). Without it a leader cut off by a
         network partition would keep the lock — and every standby out — until TCP noticed,
         hours later; with it the lock frees itself and a standby takes over.
+
+        `row_lock_wait_s`: how long, once leading, a statement waits for a row another
+        session has locked (plain SQL left in an open transaction) before failing with
+        RowLocked. Set only after the advisory lock is held: lock_timeout bounds that wait
+        too, and a standby must wait for it without limit.
 
         `on_connected` is called once the connection is up and waiting (the caller is then
         a standby). Raises DatabaseUnavailable or NotSafeForLeadership; the lock is never
@@ -100,6 +106,9 @@ class LeaderConnection:
                     on_connected()
                 await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
                 epoch = await connection.fetchval(QUERIES["dispatcher_leadership_claim"], holder)
+                if row_lock_wait_s is not None:
+                    lock_ms = max(1, int(row_lock_wait_s * 1000))
+                    await connection.execute(f"SET lock_timeout = {lock_ms}")
         except BaseException:
             connection.terminate()
             raise
@@ -136,6 +145,13 @@ class LeaderConnection:
         """Raises DatabaseUnavailable when the session does not answer in time."""
         with translated():
             await asyncio.wait_for(self._connection.fetchval("SELECT 1"), timeout_s)
+
+    async def row_lock_holders(self) -> list[dict[str, Any]]:
+        """Other sessions holding locks on the tickets table: whom an operator should ask
+        to commit or roll back when batches give up waiting for a row (RowLocked)."""
+        with translated():
+            rows = await self._connection.fetch(QUERIES["tickets_lock_holders"])
+        return [dict(row) for row in rows]
 
     def abort(self) -> None:
         """Drop the connection at once (the server ends the session, releasing the lock)."""

@@ -110,6 +110,7 @@ def dispatcher_options(settings: Settings) -> DispatcherOptions:
         max_batch=settings.dispatcher_max_batch,
         rescan_interval_s=settings.dispatcher_rescan_interval_s,
         heartbeat_interval_s=settings.dispatcher_heartbeat_interval_s,
+        row_lock_wait_s=settings.dispatcher_row_lock_wait_s,
         retry_after_s=settings.dispatcher_retry_after_s,
         lock_key=settings.dispatcher_lock_key,
     )

@@ -251,6 +251,11 @@ class DispatcherCollector(Collector):
             stats.failed_commits,
         )
         yield _counter(
+            "row_lock_waits_given_up",
+            "Failed commits that waited too long for a tickets row another session had locked.",
+            stats.row_lock_waits_given_up,
+        )
+        yield _counter(
             "overload_rejections",
             "Commands refused with 503 because the inbox was full.",
             stats.overloaded,

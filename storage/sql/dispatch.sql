@@ -21,6 +21,19 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
 
+-- tickets_lock_holders --
+-- Other sessions in a transaction that locked the tickets table (a row lock shows there as
+-- the table's RowExclusiveLock), oldest transaction first: whom a blocked batch waited for.
+SELECT a.pid, a.usename::text AS usename, a.client_addr::text AS client_addr, a.state,
+       a.xact_start, left(a.query, 200) AS query
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.granted AND l.relation = 'tickets'::regclass
+  AND l.mode IN ('RowExclusiveLock', 'RowShareLock', 'ShareRowExclusiveLock',
+                 'ExclusiveLock', 'AccessExclusiveLock')
+  AND l.pid <> pg_backend_pid()
+ORDER BY a.xact_start
+LIMIT 5
+
 -- dispatcher_agents_all --
 -- Every agent, for a snapshot. Active means it may trade: the agent and its user both are,
 -- and the user is no admin (migrations 0007, 0008).

@@ -75,13 +75,16 @@ async def proxy(database_url: str) -> AsyncIterator[Proxy]:
 
 @pytest.fixture
 def settings(database_url: str, proxy: Proxy) -> Settings:
-    # No periodic rescan: it reads tickets and could end up in the drill's batch.
+    # No periodic rescan: it reads tickets and could end up in the drill's batch. The plug
+    # batch waits on the drill's table lock while the drill assembles the next batch: the
+    # longest wait allowed, not the one second that answers an operator's stray lock.
     return Settings(
         database_url=proxy.dsn(database_url),
         db_pool_min_size=1,
         db_pool_max_size=10,
         log_level="warning",
         dispatcher_rescan_interval_s=3600,
+        dispatcher_row_lock_wait_s=4.0,
     )
 
 
