@@ -12,6 +12,12 @@ handles of dead processes from the list before it joins and again before it leav
 The last user stops the server it found when it joined; one restarted since (by an operator,
 or by a command that found it down) would outlive every user. So before it leaves, each
 process points the wheel at the server running now.
+
+The wheel counts only the processes that started or joined the server through it. Servers
+can also reach it through DATABASE_URL (its socket is in DATA_DIR/postgres); the last
+counted process to leave — a server, or any `tickets` command an operator ran — would stop
+PostgreSQL under them. So the last one looks first, and leaves the server running while
+other sessions are connected; the next process on the DATA_DIR adopts it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import atexit
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +60,9 @@ STARTS_FILE = "postgres-handle-starts.json"
 START_TIME_TOLERANCE_S = 1.0
 # Crash recovery replays the WAL written since the last checkpoint: seconds, rarely more.
 TRANSITION_TIMEOUT_S = 60.0
+# How long the last user waits for the sessions it closed just before exiting to leave
+# pg_stat_activity (a backend exits a moment after its client said goodbye).
+OWN_SESSIONS_GONE_S = 1.0
 
 _pruning_at_exit: set[Path] = set()
 
@@ -104,9 +114,45 @@ def _before_leaving(server: PostgresServer, data_dir: Path) -> None:
             running = PostmasterInfo.read_from_pgdata(server.pgdata)
         except (OSError, ValueError, AssertionError):
             return  # postmaster.pid half written: the wheel keeps the server it knows
-        if running is not None and running.is_running():
-            # The wheel stops only the postmaster it recorded (private: no API sets it).
-            server._postmaster_info = running
+        if running is None or not running.is_running():
+            return
+        # The wheel stops only the postmaster it recorded (private: no API sets it).
+        server._postmaster_info = running
+        last = _read_json(server.pgdata / HANDLES_FILE, []) == [os.getpid()]
+        if last and server.cleanup_mode == "stop":
+            others = _other_sessions(server.get_uri())
+            if others:
+                server.cleanup_mode = None  # the wheel then leaves it running
+                print(
+                    f"The embedded PostgreSQL in {server.pgdata} is left running: {others}"
+                    f" other session(s) use it (through DATABASE_URL={server.get_uri()}).",
+                    file=sys.stderr,
+                )
+
+
+def _other_sessions(dsn: str) -> int:
+    """Client sessions on the server other than the asking one, once this process's own
+    (closed just before exiting) are gone; unknown counts as none, as the wheel assumed."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + OWN_SESSIONS_GONE_S
+    while True:
+        try:
+            counted = subprocess.run(
+                [str(BIN_DIR / "psql"), dsn, "-X", "-At", "-c", query],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            )
+            others = int(counted.stdout.strip())
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return 0
+        if others == 0 or time.monotonic() > deadline:
+            return others
+        time.sleep(0.1)
 
 
 def _wait_while_starting_or_stopping(

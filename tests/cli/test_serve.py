@@ -26,12 +26,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from storage.embedded import BIN_DIR
 from tests.cli.conftest import TICKETS, Tickets, base_env, explain
 from tests.support.postgres import free_port
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 PASSWORD = "a long enough passphrase"
+PSQL = BIN_DIR / "psql"
 
 
 def post_login(port: int, username: str, password: str) -> tuple[int, dict[str, object]]:
@@ -288,3 +290,64 @@ def test_a_server_restarted_behind_the_service_is_still_stopped_by_its_last_user
         service.wait_until_answering()
         assert_stopped_cleanly(service, data_dir)
     assert not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_last_user_leaves_the_server_running_while_others_are_connected(
+    workdir: Path,
+) -> None:
+    """Servers may join the embedded PostgreSQL through DATABASE_URL instead of DATA_DIR;
+    the wheel does not count them. The last DATA_DIR process to exit — a server, or any
+    `tickets` command an operator ran — stopped PostgreSQL under them: a whole-service
+    outage. It now stops it only when nobody else is connected."""
+    data_dir = workdir / ".data"
+    dsn = f"postgresql://postgres@/postgres?host={data_dir / 'postgres'}"
+    with serving(workdir) as service:
+        service.wait_until_answering()
+        pid = postmaster_pid(data_dir)
+        # A client of its own, like a server on DATABASE_URL: idle, waiting for input.
+        joined = subprocess.Popen(
+            [str(PSQL), dsn, "-X", "-q"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PGAPPNAME": "joined"},
+        )
+        try:
+            wait_for_clients(dsn, at_least=1)
+            assert service.stop() == 0, service.output()
+            assert postmaster_pid(data_dir) == pid, "stopped under a connected client"
+            assert "left running" in service.output()
+            assert joined.poll() is None, "the client's session was cut"
+        finally:
+            joined.kill()
+            joined.communicate(timeout=STOP_TIMEOUT_S)  # closes its stdin too
+    # Alone again, the next command joins the server and, last to leave, stops it.
+    stats = subprocess.run(
+        [str(TICKETS), "stats", "--json"],
+        cwd=workdir,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert postmaster_pid(data_dir) is None
+    assert server_processes(data_dir) == []
+
+
+def wait_for_clients(dsn: str, *, at_least: int) -> None:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'joined'"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        counted = subprocess.run(
+            [str(PSQL), dsn, "-X", "-At", "-c", query],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if counted.returncode == 0 and int(counted.stdout.strip() or 0) >= at_least:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no client connected within {START_TIMEOUT_S} s")
