@@ -362,7 +362,7 @@ async def _release(
             raise Invalid(f"The dispatcher refused: {exc}") from exc
 
 
-async def ask_leader(dsn: str, agent_id: int, *, timeout_s: float) -> list[int]:
+async def ask_leader(database: Database, agent_id: int, *, timeout_s: float) -> list[int]:
     """Ask the leader to release `agent_id` through the admin mailbox; the released ids.
 
     Raises Refused (the leader said no), Failure (no answer within `timeout_s`)."""
@@ -371,20 +371,34 @@ async def ask_leader(dsn: str, agent_id: int, *, timeout_s: float) -> list[int]:
     request_id = f"{cli_identity()}:{uuid.uuid4().hex}"
     request = {"id": request_id, "op": "release", "agent_id": agent_id}
     loop = asyncio.get_running_loop()
-    async with listening(dsn, ADMIN_REPLY_CHANNEL) as listener:  # LISTEN before NOTIFY
+    # The release's audit entry is written after this instant (same clock: the database's).
+    asked_at = await database.fetchval("ops_now")
+    async with listening(database.dsn, ADMIN_REPLY_CHANNEL) as listener:  # LISTEN before NOTIFY
         await listener.notify(ADMIN_CHANNEL, json.dumps(request))
         deadline = loop.time() + timeout_s
         while (payload := await listener.next(deadline - loop.time())) is not None:
             with contextlib.suppress(ValueError):
                 answer = json.loads(payload)
                 if isinstance(answer, dict) and answer.get("id") == request_id:
-                    if answer.get("ok"):
-                        return sorted(int(ticket) for ticket in answer.get("result") or [])
-                    raise Refused(str(answer.get("error") or "no reason given"))
+                    if not answer.get("ok"):
+                        raise Refused(str(answer.get("error") or "no reason given"))
+                    if isinstance(logged := answer.get("logged_as"), dict):
+                        # Too many ids for a notification: the audit log has them.
+                        return await _released_as_logged(database, agent_id, logged, asked_at)
+                    return sorted(int(ticket) for ticket in answer.get("result") or [])
     raise Failure(
         f"No answer from the dispatcher within {timeout_s:g} s; the release may still happen"
         " (check with `tickets stats`, or run it again)."
     )
+
+
+async def _released_as_logged(
+    database: Database, agent_id: int, logged: dict[str, Any], since: datetime
+) -> list[int]:
+    ids = await database.fetchval(
+        "ops_released_in_batch", agent_id, int(logged["epoch"]), int(logged["batch"]), since
+    )
+    return sorted(ids or [])
 
 
 async def _release_through_dispatcher(
@@ -406,7 +420,7 @@ async def _release_through_dispatcher(
         try:
             other = await _lead_or_find_leader(leader, database, settings, timeout_s)
             if other is not None:
-                ids = await _ask_unless_leading(leader, database.dsn, agent_id, timeout_s)
+                ids = await _ask_unless_leading(leader, database, agent_id, timeout_s)
                 if ids is not None:
                     return Released(agent_id, username, ids, other, "leader")
             try:
@@ -421,10 +435,10 @@ async def _release_through_dispatcher(
 
 
 async def _ask_unless_leading(
-    leader: Any, dsn: str, agent_id: int, timeout_s: float
+    leader: Any, database: Database, agent_id: int, timeout_s: float
 ) -> list[int] | None:
     """The leader's answer, or None once `leader` (this process's) leads before it came."""
-    asking = asyncio.ensure_future(ask_leader(dsn, agent_id, timeout_s=timeout_s))
+    asking = asyncio.ensure_future(ask_leader(database, agent_id, timeout_s=timeout_s))
     leading = asyncio.ensure_future(leader.leading.wait())
     try:
         await asyncio.wait({asking, leading}, return_when=asyncio.FIRST_COMPLETED)

@@ -69,10 +69,13 @@ class Settings(BaseSettings):
 
     # The dispatcher: see dispatcher/actor.py for what each one trades.
     # At least the largest capacity an agent may have, so one fetch always fits the window.
-    dispatcher_window_size: int = Field(default=100_000, ge=1000)
+    # At most a million ids (about 40 MB of Python ints): a larger window buys nothing, as a
+    # refill is one indexed read, and costs memory and the memmove of every out-of-order id.
+    dispatcher_window_size: int = Field(default=100_000, ge=1000, le=1_000_000)
     # 500 commands are up to ~7,500 row changes: big enough to share a commit widely, small
     # enough that one statement stays far below the write timeout.
-    dispatcher_max_batch: int = Field(default=1000, ge=1)
+    # At most 5000 commands, up to ~75,000 row changes: still well inside the write timeout.
+    dispatcher_max_batch: int = Field(default=1000, ge=1, le=5000)
     # Each rescan reads the whole window; more often than this would be a busy loop.
     dispatcher_rescan_interval_s: float = Field(default=30.0, ge=0.1)
     # An idle leader's session is ended by PostgreSQL after the write timeout (5 s,

@@ -80,9 +80,9 @@ from dispatcher.errors import (
 from dispatcher.stats import DispatcherStats
 from storage.errors import (
     Conflict,
-    DatabaseUnavailable,
     Diverged,
     Fenced,
+    InvalidValue,
     RowLocked,
     StorageError,
 )
@@ -95,6 +95,9 @@ INSERT_CHANNEL = "tickets_inserted"
 # ADMIN_REPLY_CHANNEL with the request's id. Keep in sync with cli/dispatch.py.
 ADMIN_CHANNEL = "dispatcher_admin"
 ADMIN_REPLY_CHANNEL = "dispatcher_admin_reply"
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more. A release of about 900 tickets
+# with 7-digit ids lists more: its answer names the audit log's entry instead.
+NOTIFY_PAYLOAD_MAX_BYTES = 7900
 # A user's activity changed (the users trigger of migration 0007): the payload is its agent's
 # id, whose state the leader re-reads.
 AGENT_CHANNEL = "dispatcher_agent_changed"
@@ -124,6 +127,15 @@ class DispatcherOptions:
 
 class LeadershipLost(Exception):
     """The leader connection is gone or stalled; this process must stop deciding."""
+
+
+class _DoneButDiverged(Exception):
+    """An admin command is committed, and showed memory disagreeing with the database: its
+    caller gets `result`, then memory is rebuilt."""
+
+    def __init__(self, result: Any, why: str) -> None:
+        super().__init__(why)
+        self.result = result
 
 
 class _BatchFailed(Exception):
@@ -297,6 +309,15 @@ class Dispatcher:
         Conflict (it has sold tickets: deactivate it instead), Unavailable."""
         await self._submit(cmd.DeleteAgent(agent_id))
 
+    def tickets_inserted(self, low: int, high: int) -> None:
+        """Tickets this process has just committed, ids `low`..`high`: when leading, every
+        command submitted after this call is decided with them in the queue. The insert
+        trigger's notification says the same, a few milliseconds later: a fetch right after
+        a 201 could miss the new ticket."""
+        if self.role == "leader":
+            self._inserts.add(low, high)
+            self._wake.set()
+
     async def _submit(self, command: cmd.Command) -> Any:
         if self.role != "leader" or self._stopping:
             raise NotLeader(retry_after_s=self.options.retry_after_s)
@@ -328,11 +349,11 @@ class Dispatcher:
                 )
             except NotSafeForLeadership as exc:
                 log.error("leadership_refused", reason=str(exc))
-                await self._pause(30)
+                await self._back_off(30)
                 continue
             except (StorageError, OSError) as exc:
                 log.warning("leadership_wait_failed", error=str(exc), retry_in_s=backoff_s)
-                await self._pause(backoff_s)
+                await self._back_off(backoff_s)
                 backoff_s = min(backoff_s * 2, 5)
                 continue
             backoff_s = 0.2
@@ -346,18 +367,18 @@ class Dispatcher:
                 connection.abort()
                 raise
             except (LeadershipLost, StorageError, OSError, TimeoutError) as exc:
-                self.stats.leadership_lost += 1
-                log.warning("leadership_lost", epoch=connection.epoch, error=repr(exc))
+                event = "leadership_lost" if self._count_lost() else "leadership_not_taken"
+                log.warning(event, epoch=connection.epoch, error=repr(exc))
                 self._fail_all(CommitFailed("Leadership was lost; retry shortly."))
                 connection.abort()
             except Exception:
                 # A bug must not leave the deployment without a dispatcher: give the lock
                 # up (a standby, or this process after a fresh load, leads on) and go on.
-                self.stats.leadership_lost += 1
+                self._count_lost()
                 log.exception("dispatcher_failed", epoch=connection.epoch)
                 self._fail_all(CommitFailed("The dispatcher restarted; retry shortly."))
                 connection.abort()
-                await self._pause(1)
+                await self._back_off(1)
             else:
                 # Stopping (SIGTERM): every waiter was answered; a standby takes the lock now.
                 log.info("leadership_released", epoch=connection.epoch, identity=self.identity)
@@ -371,6 +392,23 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
+
+    async def _back_off(self, seconds: float) -> None:
+        """Wait before trying to lead again. Only stopping cuts it short: the wake-up event
+        is set by much else (the aborted connection's own lost-callback among them), and a
+        failure that repeats would otherwise be retried in a tight loop, claiming an epoch
+        and logging a traceback each time."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            await self._pause(left)
+
+    def _count_lost(self) -> bool:
+        """Count a leadership lost only if it was gained (and counted): one that failed
+        while loading, before it ever decided, was never announced. True if counted."""
+        if self.role != "leader":
+            return False
+        self.stats.leadership_lost += 1
+        return True
 
     def _become(self, role: str) -> None:
         self.role = role
@@ -879,9 +917,14 @@ class Dispatcher:
         batch = self._batch_number
         try:
             result = await self._guarded(self._admin_step(connection, batch, command))
+        except _DoneButDiverged as done:
+            settle(item, result=done.result)
+            await self._reply_by_notify(connection, item, batch, ok=True, result=done.result)
+            log.warning("memory_diverged", error=str(done))
+            await self._after_failure(connection)
         except (AgentNotFound, AgentHoldsTickets, TicketNotFound, TicketHeld, Conflict) as exc:
             settle(item, error=exc)
-            await self._reply_by_notify(connection, item, {"ok": False, "error": str(exc)})
+            await self._reply_by_notify(connection, item, batch, ok=False, error=str(exc))
         except LeadershipLost:
             self.stats.failed_commits += 1
             raise
@@ -897,15 +940,33 @@ class Dispatcher:
             await self._after_failure(connection)
         else:
             settle(item, result=result)
-            await self._reply_by_notify(connection, item, {"ok": True, "result": result})
+            await self._reply_by_notify(connection, item, batch, ok=True, result=result)
 
     async def _reply_by_notify(
-        self, connection: LeaderConnection, item: Waiting, answer: dict[str, Any]
+        self,
+        connection: LeaderConnection,
+        item: Waiting,
+        batch: int,
+        *,
+        ok: bool,
+        result: Any = None,
+        error: str | None = None,
     ) -> None:
-        if item.reply_id is not None:
-            await self._guarded(
-                connection.notify(ADMIN_REPLY_CHANNEL, json.dumps({"id": item.reply_id, **answer}))
-            )
+        """Answer a request from another process (the CLI). What cannot be sent is logged:
+        the change itself is committed either way, and the asker says it may still happen."""
+        if item.reply_id is None:
+            return
+        answer = {"id": item.reply_id, "ok": ok, "result": result, "error": error}
+        payload = json.dumps(answer)
+        if len(payload.encode()) > NOTIFY_PAYLOAD_MAX_BYTES:
+            # The released ids are in the audit log, under this epoch and batch.
+            answer["result"] = None
+            answer["logged_as"] = {"epoch": connection.epoch, "batch": batch}
+            payload = json.dumps(answer)
+        try:
+            await self._guarded(connection.notify(ADMIN_REPLY_CHANNEL, payload))
+        except InvalidValue as exc:  # an absurdly long request id
+            log.warning("admin_reply_not_sent", reply_id=item.reply_id[:100], error=str(exc))
 
     async def _admin_step(
         self, connection: LeaderConnection, batch: int, command: cmd.Command
@@ -917,7 +978,9 @@ class Dispatcher:
             if status is not None:
                 raise TicketHeld()
             if not self._core.ticket_removed(command.ticket_id):
-                raise DatabaseUnavailable("memory held a ticket the database had unassigned")
+                # The delete stands (the database had the ticket unassigned: put back by
+                # plain SQL); memory, which has it held or sold, is what was wrong.
+                raise _DoneButDiverged(None, f"ticket {command.ticket_id} was held in memory")
             return None
         agent_id = command.agent_id
         await self._learn_agents(connection, [agent_id])

@@ -106,6 +106,7 @@ def translated(*, connecting: bool = False) -> Iterator[None]:
         asyncpg.exceptions.InvalidTextRepresentationError,
         asyncpg.exceptions.CharacterNotInRepertoireError,
         asyncpg.exceptions.UntranslatableCharacterError,
+        asyncpg.exceptions.InvalidParameterValueError,
     ) as exc:
         raise InvalidValue(str(exc)) from exc
     except asyncpg.exceptions.LockNotAvailableError as exc:

@@ -97,3 +97,12 @@ SELECT pg_notify($1, $2)
 -- ops_now --
 -- The database's clock, so that ages are computed against the times it wrote.
 SELECT now()
+
+-- ops_released_in_batch --
+-- The tickets a release gave back, from its audit entry: agent $1, epoch $2, batch $3,
+-- written at or after $4 (which lets the BRIN index on `at` skip the older log).
+SELECT coalesce(array_agg(t.ticket_id ORDER BY t.ticket_id), '{}')
+FROM ticket_event_groups AS g
+CROSS JOIN LATERAL unnest(g.ticket_ids) AS t(ticket_id)
+WHERE g.event = 'released' AND g.agent_id = $1 AND g.epoch = $2 AND g.batch = $3
+  AND g.at >= $4

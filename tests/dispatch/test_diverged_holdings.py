@@ -213,3 +213,23 @@ async def test_the_held_tickets_are_read_by_primary_key(db, make):
     )
     assert "Seq Scan" not in plan, plan
     assert "tickets_pkey" in plan, plan
+
+
+async def test_deleting_a_ticket_put_back_by_sql_answers_done_and_heals_memory(
+    start_dispatcher, make, db
+):
+    """The delete is committed (the database had the ticket unassigned); it used to answer
+    503, "nothing of it took effect", though the ticket was gone."""
+    tickets = await make.tickets(4)
+    holder, other = await make.agent(capacity=2), await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(NO_RESCAN)
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:2]
+    await put_back_by_sql(db, tickets[0])
+    reloads = dispatcher.stats.reloads
+
+    await dispatcher.delete_ticket(tickets[0])  # no error: done
+
+    assert await db.fetchval("SELECT count(*) FROM tickets WHERE id = $1", tickets[0]) == 0
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == [tickets[1], tickets[2]]
+    assert dispatcher.stats.reloads == reloads + 1  # before that fetch was decided
+    assert [t["id"] for t in await dispatcher.fetch(other.agent_id)] == [tickets[3]]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
+from dispatcher.actor import Dispatcher, DispatcherOptions
 from storage.leadership import NotSafeForLeadership
 from tests.support.in_process import AppServer
 from web.app import create_app
@@ -54,3 +57,23 @@ async def test_refuses_to_start_when_commits_are_not_durable(settings, database_
     with pytest.raises(NotSafeForLeadership, match="synchronous_commit"):
         await server.start_server()
     await server.close()
+
+
+async def test_a_dispatcher_that_fails_to_lead_backs_off_and_announces_nothing(database_url, db):
+    """A failure that repeats on every attempt (here a window no query can take, which the
+    settings now refuse) was retried in a tight loop: the aborted connection's own
+    lost-callback cut the one-second pause short, and each attempt claimed an epoch. Nor
+    may a leadership that never finished loading count as lost."""
+    broken = Dispatcher(
+        database_url, identity="broken", options=DispatcherOptions(window_size=2**63)
+    )
+    await broken.start()
+    try:
+        await asyncio.sleep(2.5)
+        assert broken.role != "leader"
+        assert broken.stats.leadership_gained == 0
+        assert broken.stats.leadership_lost == 0
+    finally:
+        await broken.stop()
+    claims = await db.fetchval("SELECT epoch FROM dispatcher_leadership")
+    assert claims <= 4  # one a second at most (it was about 18 a second)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 from aiohttp.test_utils import TestClient
@@ -217,3 +218,54 @@ async def test_a_leader_that_goes_without_answering_hands_the_release_over(
     assert released.mode == "self"
     assert released.ticket_ids == ids
     assert await states(db, ids) == [("unassigned", None)] * 2
+
+
+async def test_release_of_more_tickets_than_a_notification_carries(
+    tickets: Tickets, leader, make, db
+) -> None:
+    """PostgreSQL refuses a NOTIFY payload of 8000 bytes or more: the leader's answer listing
+    a thousand 7-digit ids would be one. It crashed the leader's dispatcher, and the command
+    then said nothing was released. The answer now names the audit log's entry instead."""
+    await db.execute("SELECT setval(pg_get_serial_sequence('tickets', 'id'), 5000000)")
+    ids = await make.tickets(1000)
+    big = await make.agent(username="big", capacity=1000)
+    other = await make.agent(username="other", capacity=5)
+    assert await fetch(leader, big.headers) == ids
+    dispatcher = leader.app[DISPATCHER]
+    epoch = dispatcher.epoch
+
+    answer = await run_json(tickets, "release", str(big.agent_id))
+
+    assert answer["released"] == ids
+    assert answer["count"] == 1000
+    assert answer["mode"] == "leader"
+    assert await states(db, ids) == [("unassigned", None)] * 1000
+    # The leader answered without losing its footing, and hands the tickets out again.
+    assert dispatcher.epoch == epoch
+    assert dispatcher.stats.leadership_lost == 0
+    assert await fetch(leader, other.headers) == ids[:5]
+
+
+async def test_an_answer_too_long_to_send_is_logged_and_the_leader_leads_on(
+    leader, make, db
+) -> None:
+    """A request id near the payload limit makes even the short answer too long to send."""
+    ids = await make.tickets(20)
+    agent = await make.agent(username="dora", capacity=20)
+    assert await fetch(leader, agent.headers) == ids
+    dispatcher = leader.app[DISPATCHER]
+    epoch, released = dispatcher.epoch, dispatcher.stats.released
+    request = {"id": "x" * 7940, "op": "release", "agent_id": agent.agent_id}
+
+    await db.execute("SELECT pg_notify('dispatcher_admin', $1)", json.dumps(request))
+
+    for _ in range(100):
+        if dispatcher.stats.released > released:
+            break
+        await asyncio.sleep(0.05)
+    assert await states(db, ids) == [("unassigned", None)] * 20
+    # A fetch is decided after the release's answer went (or did not).
+    response = await leader.post(FETCH, headers=agent.headers)
+    assert response.status == 200, await response.text()
+    assert dispatcher.epoch == epoch
+    assert dispatcher.stats.leadership_lost == 0

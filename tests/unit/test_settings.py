@@ -38,6 +38,11 @@ def refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         ("DISPATCHER_RETRY_AFTER_S", "0", "greater than or equal to 1"),
         ("DISPATCHER_MAX_BATCH", "0", "greater than or equal to 1"),
         ("DISPATCHER_WINDOW_SIZE", "10", "greater than or equal to 1000"),
+        # The dispatcher re-claimed leadership 18 times a second, failing each time.
+        ("DISPATCHER_WINDOW_SIZE", str(2**63 - 1), "less than or equal to 1000000"),
+        ("DISPATCHER_MAX_BATCH", str(10**9), "less than or equal to 5000"),
+        ("DISPATCHER_ROW_LOCK_WAIT_S", "0", "greater than or equal to 0.01"),
+        ("DISPATCHER_ROW_LOCK_WAIT_S", "5", "less than or equal to 4"),  # past the write timeout
         ("DISPATCHER_LOCK_KEY", str(2**63), "less than or equal to"),
         ("DB_POOL_MAX_SIZE", "0", "greater than or equal to 1"),  # a long traceback
         ("DB_POOL_MIN_SIZE", "-1", "greater than or equal to 0"),

@@ -7,7 +7,8 @@ may change the title and description of its own tickets; deleting one is 403.
 
 `status` and `agent` are never written here: the request models forbid them (400), and
 deletion goes through the dispatcher, which holds the queue in memory. Creation is a plain
-insert; the dispatcher hears of new tickets through the table's NOTIFY trigger.
+insert; the dispatcher hears of new tickets through the table's NOTIFY trigger, and this
+process's own dispatcher, if it leads, at once: a fetch sent after the 201 sees the ticket.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ async def create_tickets(request: web.Request) -> web.Response:
         [ticket.description for ticket in given],
     )
     tickets = [Ticket.model_validate(row) for row in sorted(rows, key=lambda row: row["id"])]
+    request.app[DISPATCHER].tickets_inserted(tickets[0].id, tickets[-1].id)
     log.info("tickets_created", count=len(tickets), first_id=tickets[0].id, by=caller.user_id)
     return json_response(tickets if many else tickets[0], status=201)
 
