@@ -35,14 +35,13 @@ ORDER BY a.xact_start
 LIMIT 5
 
 -- dispatcher_agents_all --
--- Every agent, for a snapshot. Active means it may trade: the agent and its user both are,
--- and the user is no admin (migrations 0007, 0008).
-SELECT a.id, a.capacity, a.is_active AND u.is_active AND NOT u.is_staff AS is_active
+-- Every agent, for a snapshot. Active means it may trade (agent_can_trade, migration 0010).
+SELECT a.id, a.capacity, agent_can_trade(a, u) AS is_active
 FROM agents AS a JOIN users AS u ON u.id = a.user_id
 
 -- dispatcher_agents_by_ids --
 -- Agents the dispatcher has not met yet (created after its snapshot), active as above.
-SELECT a.id, a.capacity, a.is_active AND u.is_active AND NOT u.is_staff AS is_active
+SELECT a.id, a.capacity, agent_can_trade(a, u) AS is_active
 FROM agents AS a JOIN users AS u ON u.id = a.user_id
 WHERE a.id = ANY($1::bigint[])
 
@@ -162,7 +161,7 @@ UPDATE agents AS a
 SET capacity = coalesce($2, a.capacity), is_active = coalesce($3, a.is_active)
 FROM users AS u
 WHERE a.id = $1 AND u.id = a.user_id
-RETURNING a.id, a.capacity, a.is_active AND u.is_active AND NOT u.is_staff AS is_active
+RETURNING a.id, a.capacity, agent_can_trade(a, u) AS is_active
 
 -- agents_delete_by_id --
 -- Delete an agent row; a history of tickets makes this a foreign-key Conflict.

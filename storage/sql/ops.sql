@@ -17,10 +17,10 @@ LEFT JOIN LATERAL (
 
 -- ops_agents_top --
 -- The $1 agents holding the most tickets (then by id), with what they hold and have sold.
--- Active as the dispatcher counts it (dispatch.sql): the agent and its user active, the user
--- no admin, so the capacities add up to what the queue can hand out.
+-- Active as the dispatcher counts it (agent_can_trade, migration 0010), so the capacities
+-- add up to what the queue can hand out.
 SELECT a.id AS agent_id, u.username, a.capacity,
-       a.is_active AND u.is_active AND NOT u.is_staff AS is_active,
+       agent_can_trade(a, u) AS is_active,
        coalesce(t.held, 0) AS held, coalesce(t.sold, 0) AS sold
 FROM agents AS a
 JOIN users AS u ON u.id = a.user_id
@@ -40,7 +40,7 @@ LIMIT $1
 -- sold.
 WITH trading AS (
     SELECT a.capacity FROM agents AS a JOIN users AS u ON u.id = a.user_id
-    WHERE a.is_active AND u.is_active AND NOT u.is_staff
+    WHERE agent_can_trade(a, u)
 )
 SELECT
     (SELECT count(*) FROM agents) AS agents,
