@@ -30,6 +30,7 @@ class ApiError(Exception):
     # Class defaults; `status` may be given per instance for statuses without a class.
     status: int = 500
     code: ClassVar[str] = "internal_error"
+    close_connection: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -94,6 +95,14 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive in time."""
+
+    status, code = 408, "request_timeout"
+    # RFC 9110 (15.5.9): the server closes the connection, whose unread rest is unknown.
+    close_connection = True
+
+
 class PayloadTooLarge(ApiError):
     """The request body is too large."""
 
@@ -156,12 +165,15 @@ def from_dispatcher_error(error: dispatch.DispatcherError) -> ApiError:
 def error_response(error: ApiError) -> web.Response:
     body = {"error": error.code, "detail": error.detail, **error.extra}
     # The same Content-Type as every success (JSON is UTF-8 by definition: no charset).
-    return web.Response(
+    response = web.Response(
         body=json.dumps(body).encode(),
         status=error.status,
         headers=error.headers,
         content_type="application/json",
     )
+    if error.close_connection:
+        response.force_close()
+    return response
 
 
 _HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {

@@ -6,6 +6,7 @@ document is generated from the same models the handlers validate with.
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import json
 import re
@@ -15,22 +16,26 @@ from typing import Any, TypeVar, overload
 
 import orjson
 import pydantic
+import structlog
 from aiohttp import web
 
 from web.auth import Principal
 from web.errors import (
     BadRequest,
     NotFound,
+    RequestTimeout,
     UnsupportedMediaType,
     ValidationFailed,
     validation_detail,
 )
-from web.keys import AUTHENTICATOR
-from web.middleware import USER_ID
+from web.keys import AUTHENTICATOR, SETTINGS
+from web.middleware import REQUEST_ID, USER_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,27 @@ def _json_number(literal: str) -> int | float:
 _JSON = json.JSONDecoder(parse_float=_json_number)
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within BODY_READ_TIMEOUT_S (408 otherwise)."""
+    # Almost every body came with its headers: only one still arriving pays for a timer.
+    if request.content.is_eof():
+        return await request.read()
+    timeout_s = request.app[SETTINGS].body_read_timeout_s
+    try:
+        # A client that stops sending, or aiohttp's parser after a bad chunk size mid-body
+        # (it never ends the body then), would otherwise hold this handler for ever.
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        log.info(
+            "body_read_timeout",
+            path=request.path,
+            timeout_s=timeout_s,
+            request_id=request.get(REQUEST_ID),
+        )
+        raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from None
+
+
 @overload
 async def parse_body(request: web.Request, kind: type[T]) -> T: ...
 @overload
@@ -113,7 +139,7 @@ async def parse_body(request: web.Request, kind: Any) -> Any: ...
 
 async def parse_body(request: web.Request, kind: Any) -> Any:
     """The JSON body validated as `kind` (a model, or any type pydantic validates: a union
-    of models, `Any`); 400/413/415 with a clear detail otherwise."""
+    of models, `Any`); 400/408/413/415 with a clear detail otherwise."""
     content_type = request.content_type
     # aiohttp reports a missing Content-Type as application/octet-stream: accept that as JSON.
     json_like = content_type in _JSON_TYPES or content_type.endswith("+json")
@@ -122,7 +148,7 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
             f"Send JSON (Content-Type: application/json), not {content_type}."
         )
     try:
-        raw = await request.read()
+        raw = await _read_body(request)
     except web.RequestPayloadError:
         # aiohttp could not undo the body's Content-Encoding (it is not gzip or deflate data
         # after all): the client's mistake, like broken JSON.
