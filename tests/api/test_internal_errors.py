@@ -1,15 +1,19 @@
 """An unexpected failure is a JSON 500 that leaks nothing, and is logged with its request id;
-a client that hangs up mid-request is no failure at all."""
+a client that hangs up mid-request, or sends a body that does not decode, is no failure at
+all."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
+from config.logs import MalformedRequestFilter
 from tests.support.in_process import AppServer
 from web.app import create_app
 from web.keys import AUTHENTICATOR, DISPATCHER
@@ -78,3 +82,43 @@ async def test_a_client_that_leaves_mid_body_is_a_499_not_a_500(settings, make, 
     sells = [line for line in metrics.splitlines() if "sell_tickets" in line and "status=" in line]
     assert any('status="499"' in line for line in sells), sells
     assert not any('status="500"' in line for line in sells), sells
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Captures aiohttp's own records, through the filter `config.logs.configure` installs."""
+    server = logging.getLogger("aiohttp.server")
+    installed = MalformedRequestFilter(threshold=logging.INFO)
+    server.addFilter(installed)
+    caplog.set_level(logging.INFO, logger="aiohttp.server")
+    try:
+        yield caplog
+    finally:
+        server.removeFilter(installed)
+
+
+def _server_records(log: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in log.records if r.name == "aiohttp.server"]
+
+
+async def test_a_body_that_does_not_decode_is_one_info_line_without_a_traceback(client, server_log):
+    """aiohttp drains the body after the JSON 400, meets the decoding error again and logged
+    it as an unhandled exception, traceback and all: anyone could fill the log with them."""
+    response = await client.post(
+        "/api/auth-token/",
+        data=b"notgzip",
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status == 400
+    assert (await response.json())["error"] == "bad_request"
+    deadline = time.monotonic() + DEADLINE_S
+    while not _server_records(server_log):
+        assert time.monotonic() < deadline, "aiohttp logged nothing"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # room for a second record, which must not come
+    (record,) = _server_records(server_log)
+    assert (record.levelname, record.getMessage()) == ("INFO", "bad_http_request")
+    assert record.__dict__["error"] == "ContentEncodingError"
+    assert record.__dict__["status"] == 400
+    assert record.exc_info is None and record.exc_text is None
+    assert "notgzip" not in str(record.__dict__)
