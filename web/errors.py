@@ -19,7 +19,7 @@ from dispatcher import errors as dispatch
 from storage.errors import Conflict as StorageConflict
 from storage.errors import DatabaseUnavailable, InvalidValue
 from web.middleware import REQUEST_ID
-from web.statuses import CLIENT_CLOSED_REQUEST
+from web.statuses import CLIENT_CLOSED_REQUEST, client_gone
 
 log = structlog.get_logger(__name__)
 
@@ -202,12 +202,6 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
     return kind(detail, headers=headers)
 
 
-def _client_gone(request: web.Request) -> bool:
-    # A reset of another connection (a database driver's) is a failure of ours, a 500.
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -230,7 +224,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         return error_response(from_http_exception(exc))
     except Exception as error:
-        if isinstance(error, ConnectionResetError) and _client_gone(request):
+        if isinstance(error, ConnectionResetError) and client_gone(request):
             # The client went away while its body was read, so nothing of the request was
             # acted on. Not a server error: no traceback, and no 500 in the metrics.
             log.info("client_disconnected", path=request.path, request_id=request.get(REQUEST_ID))

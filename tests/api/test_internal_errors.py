@@ -5,18 +5,22 @@ all."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
 
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
 from config.logs import MalformedRequestFilter
+from tests.support.factories import PASSWORD
 from tests.support.in_process import AppServer
+from tests.support.servers import FETCH
 from web.app import create_app
-from web.keys import AUTHENTICATOR, DISPATCHER
+from web.keys import AUTHENTICATOR, DISPATCHER, LOGIN_THROTTLE
 
 DEADLINE_S = 10  # seconds; only reached when something is broken
 
@@ -122,3 +126,77 @@ async def test_a_body_that_does_not_decode_is_one_info_line_without_a_traceback(
     assert record.__dict__["status"] == 400
     assert record.exc_info is None and record.exc_text is None
     assert "notgzip" not in str(record.__dict__)
+
+
+async def _send_and_hang_up(
+    client: TestClient, request: str, *, once: Callable[[], bool] = lambda: True
+) -> None:
+    """Send a whole request, then close the connection without reading, once `once()`."""
+    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request.encode())
+    await writer.drain()
+    deadline = time.monotonic() + DEADLINE_S
+    while not once():
+        assert time.monotonic() < deadline, "the handler never got that far"
+        await asyncio.sleep(0.001)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _logged(logs: list[MutableMapping[str, Any]], event: str) -> MutableMapping[str, Any]:
+    deadline = time.monotonic() + DEADLINE_S
+    while not any(e["event"] == event for e in logs):
+        assert time.monotonic() < deadline, f"no {event} line"
+        await asyncio.sleep(0.01)
+    (line,) = [e for e in logs if e["event"] == event]
+    return line
+
+
+def _counted(metrics: str, route: str) -> list[str]:
+    return [
+        line for line in metrics.splitlines() if f'route="{route}"' in line and "status=" in line
+    ]
+
+
+async def test_a_fetch_whose_client_hung_up_before_its_answer_is_a_499(serve, make):
+    """The fetch runs to completion, as it should (its assignment stands, and a retry returns
+    it), but its 200 was never read: it was logged and counted as a 200 all the same."""
+    agent = await make.agent()
+    ticket = await make.ticket()
+    client = await serve()
+    with structlog.testing.capture_logs() as logs:
+        await _send_and_hang_up(
+            client,
+            f"POST {FETCH} HTTP/1.1\r\nHost: test\r\nAuthorization: Token {agent.token}\r\n"
+            "Content-Length: 0\r\n\r\n",
+        )
+        line = await _logged(logs, "request")
+    assert (line["route"], line["status"]) == (FETCH, 499)
+    fetches = _counted(await (await client.get("/metrics")).text(), FETCH)
+    assert any('status="499"' in count for count in fetches), fetches
+    assert not any('status="200"' in count for count in fetches), fetches
+    retried = await client.post(FETCH, headers=agent.headers)
+    assert [held["id"] for held in (await retried.json())["tickets"]] == [ticket]
+
+
+async def test_a_login_whose_client_hung_up_before_its_answer_is_a_499(settings, make):
+    user = await make.user()
+    # A slower hash (still far below a second) leaves time to hang up while it runs.
+    slow = settings.model_copy(update={"argon2_time_cost": 10})
+    async with TestClient(AppServer(create_app(slow))) as client:
+        throttle = client.app[LOGIN_THROTTLE]
+        body = json.dumps({"username": user.username, "password": PASSWORD})
+        with structlog.testing.capture_logs() as logs:
+            await _send_and_hang_up(
+                client,
+                "POST /api/auth-token/ HTTP/1.1\r\nHost: test\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}",
+                # Its body read and its password being checked.
+                once=lambda: throttle.tracked_keys() > 0,
+            )
+            line = await _logged(logs, "request")
+        assert (line["route"], line["status"]) == ("/api/auth-token/", 499)
+        assert "client_disconnected" not in {e["event"] for e in logs}
+        logins = _counted(await (await client.get("/metrics")).text(), "/api/auth-token/")
+    assert any('status="499"' in count for count in logins), logins
+    assert not any('status="200"' in count for count in logins), logins
