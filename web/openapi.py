@@ -78,7 +78,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "BadRequest",
         _error_response(
             "The request is malformed: `invalid` (some fields are invalid; `detail` lists each"
-            " as `{field, message, type}`), `bad_request` (the body is not JSON),"
+            " as `{field, message, type}`), `bad_request` (the body is not JSON, or an object in"
+            " it names a key twice),"
             " or `invalid_credentials` (login)."
         ),
     ),

@@ -106,8 +106,32 @@ def _json_number(literal: str) -> int | float:
     return float(literal)
 
 
-# One decoder for every request: json.loads with an option builds a new one per call.
-_JSON = json.JSONDecoder(parse_float=_json_number)
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that names each key once. JSON leaves a repeated key's meaning open and
+    Python keeps the last: `{"ticket_ids": [1], "ticket_ids": [2]}` sold 2, where a proxy or
+    a log reading the first would say 1. Refused, at any depth, rather than guessed."""
+    built = dict(pairs)
+    if len(built) != len(pairs):  # only then is it worth finding which key
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return built
+
+
+# One decoder for every request: json.loads with an option builds a new one per call. The
+# pairs hook costs a sell body ~0.3 µs (timeit: 1.6 -> 1.8 µs), mostly the decoder's own
+# pairs path; 100 tickets in a batch 22 µs more.
+_JSON = json.JSONDecoder(parse_float=_json_number, object_pairs_hook=_json_object)
+# How much of a repeated key the error quotes back.
+_KEY_SHOWN = 100
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -162,6 +186,15 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
         data = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    except _DuplicateKey as duplicate:
+        key = duplicate.key
+        shown = json.dumps(
+            key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "…", ensure_ascii=False
+        )
+        raise BadRequest(
+            f"The request body names the key {shown} more than once in one object;"
+            " send each key once."
+        ) from None
     except RecursionError:
         # The decoder recurses per level; its message would only name Python's stack.
         raise BadRequest("The request body is nested too deeply to read.") from None
