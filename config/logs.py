@@ -11,6 +11,7 @@ import sys
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 # Fields a library record may carry into its line (set by the filters below).
 _LIBRARY_FIELDS = ("status", "error", "remote")
@@ -83,9 +84,10 @@ def _route_library_records(
 
 class MalformedRequestFilter(logging.Filter):
     """aiohttp logs a request it cannot parse (bad header bytes, a line too long, a bad
-    chunk size) as an error with a traceback whose message quotes the offending bytes: an
-    Authorization header among them, a token would reach the log. Anyone can send one, so
-    it is a client's mistake, not the server's: one info line naming the error's kind."""
+    chunk size, a body that does not decode as its Content-Encoding says) as an error with
+    a traceback whose message quotes the offending bytes: an Authorization header among
+    them, a token would reach the log. Anyone can send one, so it is a client's mistake,
+    not the server's: one info line naming the error's kind."""
 
     def __init__(self, *, threshold: int) -> None:
         super().__init__()
@@ -93,6 +95,10 @@ class MalformedRequestFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RequestPayloadError):
+            # A body's error comes wrapped: aiohttp meets it again when it drains the body
+            # after the handler's answer, and logs it as an "Unhandled exception".
+            error = error.__cause__
         if not isinstance(error, HttpProcessingError):
             return record.levelno >= self._threshold
         if isinstance(record.args, tuple) and record.args:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
 
     # A login or a small ticket must fit.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # How long a body may take to arrive once its headers have: aiohttp bounds the headers
+    # (at its keep-alive timeout, 75 s) but never the body, so a client that stops sending
+    # held its handler for ever. Under a second would cut an honest 1 MiB upload on a slow
+    # link; past 75 s a body would be allowed longer than its headers are.
+    body_read_timeout_s: float = Field(default=30.0, ge=1.0, le=75.0)
 
     # The dispatcher: see dispatcher/actor.py for what each one trades.
     # At least the largest capacity an agent may have, so one fetch always fits the window.

@@ -19,7 +19,7 @@ from dispatcher import errors as dispatch
 from storage.errors import Conflict as StorageConflict
 from storage.errors import DatabaseUnavailable, InvalidValue
 from web.middleware import REQUEST_ID
-from web.statuses import CLIENT_CLOSED_REQUEST
+from web.statuses import CLIENT_CLOSED_REQUEST, client_gone
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,7 @@ class ApiError(Exception):
     # Class defaults; `status` may be given per instance for statuses without a class.
     status: int = 500
     code: ClassVar[str] = "internal_error"
+    close_connection: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -94,6 +95,14 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive in time."""
+
+    status, code = 408, "request_timeout"
+    # RFC 9110 (15.5.9): the server closes the connection, whose unread rest is unknown.
+    close_connection = True
+
+
 class PayloadTooLarge(ApiError):
     """The request body is too large."""
 
@@ -156,12 +165,15 @@ def from_dispatcher_error(error: dispatch.DispatcherError) -> ApiError:
 def error_response(error: ApiError) -> web.Response:
     body = {"error": error.code, "detail": error.detail, **error.extra}
     # The same Content-Type as every success (JSON is UTF-8 by definition: no charset).
-    return web.Response(
+    response = web.Response(
         body=json.dumps(body).encode(),
         status=error.status,
         headers=error.headers,
         content_type="application/json",
     )
+    if error.close_connection:
+        response.force_close()
+    return response
 
 
 _HTTP_EXCEPTIONS: dict[int, type[ApiError]] = {
@@ -190,12 +202,6 @@ def from_http_exception(exc: web.HTTPException) -> ApiError:
     return kind(detail, headers=headers)
 
 
-def _client_gone(request: web.Request) -> bool:
-    # A reset of another connection (a database driver's) is a failure of ours, a 500.
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -218,7 +224,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         return error_response(from_http_exception(exc))
     except Exception as error:
-        if isinstance(error, ConnectionResetError) and _client_gone(request):
+        if isinstance(error, ConnectionResetError) and client_gone(request):
             # The client went away while its body was read, so nothing of the request was
             # acted on. Not a server error: no traceback, and no 500 in the metrics.
             log.info("client_disconnected", path=request.path, request_id=request.get(REQUEST_ID))

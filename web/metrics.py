@@ -35,7 +35,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
-from web.statuses import CLIENT_CLOSED_REQUEST
+from web.statuses import CLIENT_CLOSED_REQUEST, answered_status
 
 if TYPE_CHECKING:
     from dispatcher.actor import Dispatcher
@@ -127,7 +127,7 @@ class Metrics:
             status = 500
             try:
                 response = await handler(request)
-                status = response.status
+                status = answered_status(request, response)
                 return response
             except web.HTTPException as exc:  # redirects; error_middleware renders the rest
                 status = exc.status

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from web.metrics import route_label
-from web.statuses import CLIENT_CLOSED_REQUEST
+from web.statuses import CLIENT_CLOSED_REQUEST, answered_status
 
 log = structlog.get_logger("web.access")
 
@@ -36,7 +36,7 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
     status = 500
     try:
         response = await handler(request)
-        status = response.status
+        status = answered_status(request, response)
         response.headers["X-Request-ID"] = request_id
         return response
     except asyncio.CancelledError:

@@ -9,7 +9,7 @@ shared request handling can answer (`web.routing`, `web.errors`):
 - 401 and 403 when it needs a token;
 - 404 when its path carries an id (`web.routing.path_id`: a positive integer or 404);
 - 409 on authenticated writes (a storage conflict, a dispatcher refusal, a sell rejection);
-- 413 and 415 when it reads a body;
+- 408, 413 and 415 when it reads a body;
 - 429 on the login (`web.ratelimit.LoginThrottle`);
 - 500 and 503 (with Retry-After) everywhere.
 
@@ -78,7 +78,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "BadRequest",
         _error_response(
             "The request is malformed: `invalid` (some fields are invalid; `detail` lists each"
-            " as `{field, message, type}`), `bad_request` (the body is not JSON),"
+            " as `{field, message, type}`), `bad_request` (the body is not JSON, or an object in"
+            " it names a key twice),"
             " or `invalid_credentials` (login)."
         ),
     ),
@@ -96,6 +97,13 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         _error_response(
             "`conflict`: the request conflicts with the current state. A rejected sell also"
             " carries `rejected`, a map of ticket id to reason; nothing was sold."
+        ),
+    ),
+    408: (
+        "RequestTimeout",
+        _error_response(
+            "`request_timeout`: the body did not arrive within `BODY_READ_TIMEOUT_S`; the"
+            " connection is closed."
         ),
     ),
     413: (
@@ -158,7 +166,7 @@ def error_statuses(operation: Operation) -> list[int]:
     if operation.body is not None or operation.query is not None:
         statuses.add(400)
     if operation.body is not None:
-        statuses |= {413, 415}
+        statuses |= {408, 413, 415}
     if operation.auth:
         statuses |= {401, 403}
         if operation.method.upper() in _WRITES:

@@ -6,6 +6,7 @@ document is generated from the same models the handlers validate with.
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import json
 import re
@@ -15,22 +16,26 @@ from typing import Any, TypeVar, overload
 
 import orjson
 import pydantic
+import structlog
 from aiohttp import web
 
 from web.auth import Principal
 from web.errors import (
     BadRequest,
     NotFound,
+    RequestTimeout,
     UnsupportedMediaType,
     ValidationFailed,
     validation_detail,
 )
-from web.keys import AUTHENTICATOR
-from web.middleware import USER_ID
+from web.keys import AUTHENTICATOR, SETTINGS
+from web.middleware import REQUEST_ID, USER_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,53 @@ def _json_number(literal: str) -> int | float:
     return float(literal)
 
 
-# One decoder for every request: json.loads with an option builds a new one per call.
-_JSON = json.JSONDecoder(parse_float=_json_number)
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that names each key once. JSON leaves a repeated key's meaning open and
+    Python keeps the last: `{"ticket_ids": [1], "ticket_ids": [2]}` sold 2, where a proxy or
+    a log reading the first would say 1. Refused, at any depth, rather than guessed."""
+    built = dict(pairs)
+    if len(built) != len(pairs):  # only then is it worth finding which key
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return built
+
+
+# One decoder for every request: json.loads with an option builds a new one per call. The
+# pairs hook costs a sell body ~0.3 µs (timeit: 1.6 -> 1.8 µs), mostly the decoder's own
+# pairs path; 100 tickets in a batch 22 µs more.
+_JSON = json.JSONDecoder(parse_float=_json_number, object_pairs_hook=_json_object)
+# How much of a repeated key the error quotes back.
+_KEY_SHOWN = 100
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within BODY_READ_TIMEOUT_S (408 otherwise)."""
+    # Almost every body came with its headers: only one still arriving pays for a timer.
+    if request.content.is_eof():
+        return await request.read()
+    timeout_s = request.app[SETTINGS].body_read_timeout_s
+    try:
+        # A client that stops sending, or aiohttp's parser after a bad chunk size mid-body
+        # (it never ends the body then), would otherwise hold this handler for ever.
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        log.info(
+            "body_read_timeout",
+            path=request.path,
+            timeout_s=timeout_s,
+            request_id=request.get(REQUEST_ID),
+        )
+        raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from None
 
 
 @overload
@@ -113,7 +163,7 @@ async def parse_body(request: web.Request, kind: Any) -> Any: ...
 
 async def parse_body(request: web.Request, kind: Any) -> Any:
     """The JSON body validated as `kind` (a model, or any type pydantic validates: a union
-    of models, `Any`); 400/413/415 with a clear detail otherwise."""
+    of models, `Any`); 400/408/413/415 with a clear detail otherwise."""
     content_type = request.content_type
     # aiohttp reports a missing Content-Type as application/octet-stream: accept that as JSON.
     json_like = content_type in _JSON_TYPES or content_type.endswith("+json")
@@ -122,7 +172,7 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
             f"Send JSON (Content-Type: application/json), not {content_type}."
         )
     try:
-        raw = await request.read()
+        raw = await _read_body(request)
     except web.RequestPayloadError:
         # aiohttp could not undo the body's Content-Encoding (it is not gzip or deflate data
         # after all): the client's mistake, like broken JSON.
@@ -136,6 +186,15 @@ async def parse_body(request: web.Request, kind: Any) -> Any:
         data = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    except _DuplicateKey as duplicate:
+        key = duplicate.key
+        shown = json.dumps(
+            key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "…", ensure_ascii=False
+        )
+        raise BadRequest(
+            f"The request body names the key {shown} more than once in one object;"
+            " send each key once."
+        ) from None
     except RecursionError:
         # The decoder recurses per level; its message would only name Python's stack.
         raise BadRequest("The request body is nested too deeply to read.") from None

@@ -112,6 +112,25 @@ CASES: dict[str, Case] = {
         data=b'{"ticket_ids": [1]}',
         headers={**JSON, "Content-Encoding": "deflate"},
     ),
+    # A key named twice in one object, at any depth: JSON leaves its meaning open.
+    "a login naming its password twice": Case(
+        "plain user",
+        "POST",
+        "/api/auth-token/",
+        400,
+        "bad_request",
+        data=b'{"username": "plain", "password": "x", "password": "long enough password"}',
+        headers=JSON,
+    ),
+    "a batch whose second ticket names its title twice": Case(
+        "admin",
+        "POST",
+        TICKETS,
+        400,
+        "bad_request",
+        data=b'[{"title": "a"}, {"title": "b", "description": "", "title": "c"}]',
+        headers=JSON,
+    ),
     "an array of strings": invalid("admin", "POST", TICKETS, ["a title"], "0"),
     "an array for one user": invalid("admin", "POST", USERS, [{"username": "x"}], "body"),
     # Wrong types: JSON types are taken as they are, never coerced.
@@ -356,6 +375,26 @@ async def test_a_body_nested_too_deeply_is_named_so(world: World, shared: Served
     payload = await response.json()
     assert response.status == 400, payload
     assert payload["detail"] == "The request body is nested too deeply to read."
+
+
+async def test_a_sale_naming_its_ids_twice_is_refused(world: World, shared: Served) -> None:
+    """Python keeps a repeated key's last value: this sold the owner's ticket, named second,
+    where anything reading the first (a proxy, a log, another parser) saw an unheld one."""
+    before = await dump_tables(shared.db)
+    first, last = world.ids["free_ticket"], world.ids["owner_ticket"]
+    response = await shared.client.post(
+        SELL,
+        data=f'{{"ticket_ids": [{first}], "ticket_ids": [{last}]}}'.encode(),
+        headers={**world.headers["agent owner"], **JSON},
+    )
+    payload = await response.json()
+    assert response.status == 400, payload
+    assert payload == {
+        "error": "bad_request",
+        "detail": 'The request body names the key "ticket_ids" more than once in one object;'
+        " send each key once.",
+    }
+    assert await dump_tables(shared.db) == before
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,9 @@ def refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
         ("ARGON2_TIME_COST", "1", "greater than or equal to 2"),
         ("ARGON2_TIME_COST", "1000", "less than or equal to 10"),  # a login took 13 s
         ("MAX_BODY_BYTES", "0", "greater than or equal to 1024"),
+        ("BODY_READ_TIMEOUT_S", "0", "greater than or equal to 1"),  # cut honest uploads
+        ("BODY_READ_TIMEOUT_S", "600", "less than or equal to 75"),
+        ("BODY_READ_TIMEOUT_S", "inf", "finite number"),  # a stalled body held on for ever
         ("PORT", "", "valid integer"),
         ("PORT", "70000", "less than or equal to 65535"),
         ("METRICS_PORT", "-1", "greater than or equal to 1"),
