@@ -589,7 +589,8 @@ class Dispatcher:
             # A bulk import larger than the window: the ordered rescan sets the horizon right.
             await self._rescan(connection)
         else:
-            self._core.tickets_added(ids)
+            # Read now, with every decision committed (absorbing waits for the batches).
+            self._core.tickets_added(ids, current=True)
 
     async def _learn_agents(self, connection: LeaderConnection, agent_ids: Iterable[int]) -> None:
         unknown = sorted({a for a in agent_ids if not self._core.knows_agent(a)})

@@ -360,12 +360,24 @@ class DispatchCore:
         self._horizon = horizon
         self._trim()
 
-    def tickets_added(self, ids: Iterable[int]) -> None:
+    def tickets_added(self, ids: Iterable[int], *, current: bool = False) -> None:
         """New unassigned tickets in the store. Ids already known or above the horizon are
-        ignored; a late lower id takes its place ahead of higher waiting ids."""
-        self._enqueue(
-            {t for t in ids if t not in self._owner and self._fate(t) not in ("sold", "deleted")}
-        )
+        ignored; a late lower id takes its place ahead of higher waiting ids.
+
+        A notification may be stale, so an id memory saw sold or deleted is not revived,
+        unless `current`: the ids were read from the store after every decision was
+        committed, so they are unassigned there now, and a remembered sale or deletion is
+        out of date (the id was inserted again by hand; left out, newer tickets would go
+        out first until the next rescan)."""
+        if current:
+            found = {t for t in ids if t not in self._owner}
+            for t in found:
+                self._departed.pop(t, None)
+        else:
+            found = {
+                t for t in ids if t not in self._owner and self._fate(t) not in ("sold", "deleted")
+            }
+        self._enqueue(found)
 
     def ticket_removed(self, ticket_id: int) -> bool:
         """May this unassigned ticket be deleted? False if held or just sold; else forget it."""

@@ -233,3 +233,24 @@ async def test_deleting_a_ticket_put_back_by_sql_answers_done_and_heals_memory(
     assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == [tickets[1], tickets[2]]
     assert dispatcher.stats.reloads == reloads + 1  # before that fetch was decided
     assert [t["id"] for t in await dispatcher.fetch(other.agent_id)] == [tickets[3]]
+
+
+async def test_a_deleted_tickets_id_inserted_again_goes_out_in_its_place(
+    start_dispatcher, make, db
+):
+    """Memory remembered the id as deleted and ignored its insert until the next rescan
+    (30 s), while newer tickets went out first."""
+    tickets = await make.tickets(4)
+    agent = await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(NO_RESCAN)
+    await dispatcher.delete_ticket(tickets[0])
+    await db.execute(
+        "INSERT INTO tickets (id, title) OVERRIDING SYSTEM VALUE VALUES ($1, 'again')", tickets[0]
+    )
+
+    deadline = time.monotonic() + 10
+    while dispatcher.queue_length < 4:
+        assert time.monotonic() < deadline, "the insert never reached the queue"
+        await asyncio.sleep(0.02)
+
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[:2]

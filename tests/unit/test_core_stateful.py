@@ -250,6 +250,23 @@ class DispatchMachine(RuleBasedStateMachine):
         if known:
             self.c.tickets_added(data.draw(st.lists(st.sampled_from(known), max_size=3)))
 
+    @precondition(lambda self: not self.pending and self.deleted_ids())
+    @rule(data=st.data())
+    @counted
+    def reinsert_deleted_ticket(self, data: st.DataObject) -> None:
+        """A deleted ticket's id inserted again by hand, read from the store (current)."""
+        ticket_id = data.draw(st.sampled_from(self.deleted_ids()))
+        self.store.tickets[ticket_id] = self.model.tickets[ticket_id] = UNASSIGNED
+        self.gone_since_load.discard(ticket_id)
+        self.c.tickets_added([ticket_id], current=True)
+
+    def deleted_ids(self) -> list[int]:
+        return sorted(
+            t
+            for t in range(1, self.next_ticket)
+            if t not in self.store.tickets and t not in self.uncommitted_ids
+        )
+
     def commit_tickets(self, ids: list[int]) -> None:
         for t in ids:
             self.store.tickets[t] = self.model.tickets[t] = UNASSIGNED
