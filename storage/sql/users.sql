@@ -50,6 +50,10 @@ DELETE FROM users WHERE id = $1 RETURNING id
 -- each other at once then run one after the other, and the second sees the first's change.
 SELECT pg_advisory_xact_lock(hashtextextended('ticket-system: the last active admin', 0))
 
+-- users_is_active_admin --
+-- Whether this user is an active admin now (false when there is no such user).
+SELECT coalesce((SELECT is_staff AND is_active FROM users WHERE id = $1), false)
+
 -- users_other_active_admins_count --
 -- Active admins other than this user.
 SELECT count(*) FROM users WHERE is_staff AND is_active AND id <> $1

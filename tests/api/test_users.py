@@ -7,7 +7,7 @@ import asyncio
 import structlog
 
 from tests.support.factories import PASSWORD, password_hash
-from web.keys import DISPATCHER
+from web.keys import DISPATCHER, PASSWORDS
 
 USER_FIELDS = {"id", "username", "email", "is_staff", "is_active", "date_joined"}
 ARGON2ID = "$argon2id$v=19$m=19456,t=2,p=1$"
@@ -370,3 +370,45 @@ async def test_two_admins_removing_each_other_at_once_leave_one(client, make, db
         # the loser's request was authorised, is no admin any more and sees no one (404).
         assert statuses in ([200, 404], [200, 409]), (round_no, statuses)
         assert await db.fetchval("SELECT count(*) FROM users WHERE is_staff AND is_active") == 1
+
+
+async def test_a_removal_decided_on_a_stale_read_still_keeps_an_admin(
+    client, make, db, monkeypatch
+):
+    """A request that read its target as no active admin, then waited (here in password
+    hashing) while others made the target the only active admin, wrote its deactivation
+    unchecked: no active admin was left (the black-box probe did it 4 times in 4)."""
+    boss = await make.admin(username="boss")
+    spare = await make.admin(username="spare", is_active=False)
+    hashing = asyncio.Event()
+    may_finish = asyncio.Event()
+    hasher = client.app[PASSWORDS]
+    real_hash = hasher.hash
+
+    async def held_hash(password: str) -> str:
+        hashing.set()
+        await may_finish.wait()
+        return await real_hash(password)
+
+    monkeypatch.setattr(hasher, "hash", held_hash)
+    spare_url = f"/api/users/{spare.user_id}/"
+    stale = asyncio.create_task(
+        client.patch(
+            spare_url,
+            json={"is_active": False, "password": "a new passphrase"},
+            headers=boss.headers,
+        )
+    )
+    await asyncio.wait_for(hashing.wait(), 10)
+    response = await client.patch(spare_url, json={"is_active": True}, headers=boss.headers)
+    assert response.status == 200, await response.text()
+    response = await client.patch(
+        f"/api/users/{boss.user_id}/", json={"is_staff": False}, headers=boss.headers
+    )
+    assert response.status == 200, await response.text()
+    may_finish.set()
+
+    response = await asyncio.wait_for(stale, 10)
+    assert response.status == 409, await response.text()
+    assert "last active admin" in (await response.json())["detail"]
+    assert await db.fetchval("SELECT count(*) FROM users WHERE is_staff AND is_active") == 1

@@ -20,7 +20,7 @@ stops its fetches; reactivating it lets the agent trade again (if the agent is a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -69,24 +69,26 @@ async def list_users(request: web.Request) -> web.Response:
     return json_response(page(request, query, count, [User.model_validate(row) for row in rows]))
 
 
-def _is_active_admin(user: Mapping[str, Any]) -> bool:
-    return bool(user["is_staff"] and user["is_active"])
-
-
 @contextlib.asynccontextmanager
 async def _admins_kept(
-    request: web.Request, user_id: int, removes_admin: bool
+    request: web.Request, user_id: int, may_remove_admin: bool
 ) -> AsyncIterator[Database | Transaction]:
-    """Where to write a change to `user_id`. One that takes away an active admin runs in a
-    transaction that refuses it (409) unless another active admin remains: without one,
-    nobody could manage users or agents through the API."""
+    """Where to write a change to `user_id`. One that may take away an active admin (it
+    clears is_staff or is_active, or deletes) runs in a transaction that refuses it (409)
+    when the user is an active admin and no other one remains: without one, nobody could
+    manage users or agents through the API. Both are judged under the lock, not on the
+    handler's earlier read: meanwhile another request may have made this user the last
+    active admin."""
     database = request.app[DATABASE]
-    if not removes_admin:
+    if not may_remove_admin:
         yield database
         return
     async with database.transaction() as transaction:
         await transaction.fetchval("users_admin_removal_lock")
-        if await transaction.fetchval("users_other_active_admins_count", user_id) == 0:
+        if (
+            await transaction.fetchval("users_is_active_admin", user_id)
+            and await transaction.fetchval("users_other_active_admins_count", user_id) == 0
+        ):
             raise Conflict("This is the last active admin; make another admin first.")
         yield transaction
 
@@ -131,12 +133,9 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
     # A new password revokes the user's other tokens (a leaked one is the usual reason to
     # change it); the token changing its own password stays, so that client stays signed in.
     token_kept = request_key_digest(request) if caller.user_id == current["id"] else None
-    removes_admin = _is_active_admin(current) and False in (
-        changes.get("is_staff"),
-        changes.get("is_active"),
-    )
+    may_remove_admin = False in (changes.get("is_staff"), changes.get("is_active"))
     try:
-        async with _admins_kept(request, current["id"], removes_admin) as database:
+        async with _admins_kept(request, current["id"], may_remove_admin) as database:
             row = await database.fetchrow(
                 "users_update",
                 current["id"],
@@ -187,7 +186,8 @@ async def delete_user(request: web.Request) -> web.Response:
     if not caller.is_admin:
         raise PermissionDenied("Only admins may delete users.")
     # The agent goes inside, so that a refusal to remove the last admin leaves it untouched.
-    async with _admins_kept(request, row["id"], _is_active_admin(row)) as database:
+    # Any user: one read as a plain user may have been made the last admin since.
+    async with _admins_kept(request, row["id"], may_remove_admin=True) as database:
         if row["agent_id"] is not None:
             await delete_agent_through_dispatcher(request, row["agent_id"])
         if await database.fetchval("users_delete", row["id"]) is None:
