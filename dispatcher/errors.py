@@ -34,7 +34,7 @@ class CommitFailed(Unavailable):
 
 
 class AgentNotAllowed(DispatcherError):
-    """Only an active agent may fetch or sell tickets."""
+    """Only active agents may fetch or sell tickets."""
 
 
 class SellRejected(DispatcherError):
