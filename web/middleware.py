@@ -37,7 +37,12 @@ async def request_context_middleware(request: web.Request, handler: Any) -> web.
     try:
         response = await handler(request)
         status = answered_status(request, response)
-        response.headers["X-Request-ID"] = request_id
+        headers = response.headers
+        headers["X-Request-ID"] = request_id
+        # Answers carry tokens and private data: no cache (a browser's, a proxy's) keeps one,
+        # and no browser reads JSON as anything else.
+        headers.setdefault("Cache-Control", "no-store")
+        headers["X-Content-Type-Options"] = "nosniff"
         return response
     except asyncio.CancelledError:
         status = CLIENT_CLOSED_REQUEST  # the client hung up (or the server stops): unanswered

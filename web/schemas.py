@@ -68,11 +68,16 @@ class PageQuery(Request):
     after: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
+# A password as typed to prove who one is: any text up to a password's length (one set
+# before a rule changed must still be accepted).
+LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class TokenRequest(Request):
     # Any text a user might type (a login answers for unknown names as for wrong passwords),
     # but the query must be able to carry it.
     username: Annotated[str, StringConstraints(min_length=1, max_length=150, pattern=NO_NUL)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    password: LoginPassword
 
 
 class TokenResponse(Response):
@@ -159,6 +164,8 @@ class UserReplace(StrictRequest):
     is_staff: bool
     is_active: bool
     password: Password | None = omittable()
+    # Required with a new password of the caller's own, ignored otherwise (web/handlers/users.py).
+    current_password: LoginPassword | None = omittable()
 
 
 class UserUpdate(StrictRequest):
@@ -169,6 +176,7 @@ class UserUpdate(StrictRequest):
     is_staff: bool | None = omittable()
     is_active: bool | None = omittable()
     password: Password | None = omittable()
+    current_password: LoginPassword | None = omittable()
 
 
 class AgentCreate(StrictRequest):

@@ -25,6 +25,8 @@ LIMIT $1 OFFSET $2
 -- Conflict when the new username is taken. A new password ($4) signs the user out everywhere
 -- else: it revokes every token of theirs but the one that made the change ($7, the SHA-256 of
 -- the caller's key when users change their own password; NULL when an admin changes it).
+-- Deactivation ($6 false) revokes every token: reactivating a compromised account must not
+-- bring its old sessions back.
 WITH updated AS (
     UPDATE users
     SET username = coalesce($2, username),
@@ -37,7 +39,9 @@ WITH updated AS (
 ), revoked AS (
     DELETE FROM api_tokens AS t
     USING updated AS u
-    WHERE $4::text IS NOT NULL AND t.user_id = u.id AND t.key_sha256 IS DISTINCT FROM $7::bytea
+    WHERE t.user_id = u.id
+      AND (($4::text IS NOT NULL AND t.key_sha256 IS DISTINCT FROM $7::bytea)
+           OR $6::boolean IS FALSE)
 )
 SELECT id, username, email, is_staff, is_active, date_joined FROM updated
 

@@ -84,3 +84,17 @@ async def test_a_key_that_is_not_ascii_is_no_key(client, credentials, method, pa
     )
     assert status == 401, body
     assert json.loads(body)["error"] == "not_authenticated"
+
+
+async def test_answers_are_never_cached_or_sniffed(client, make):
+    """A token response, and every answer with private data, is for its client only."""
+    user = await make.user(username="lee")
+    responses = [
+        await client.post("/api/auth-token/", json={"username": "lee", "password": PASSWORD}),
+        await client.get(f"/api/users/{user.user_id}/", headers=user.headers),
+        await client.get("/api/users/"),  # an error too
+    ]
+    assert [r.status for r in responses] == [200, 200, 401]
+    for response in responses:
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"

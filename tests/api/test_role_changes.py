@@ -8,6 +8,8 @@ token even refused as invalid, which a client takes as a reason to discard it).
 
 from __future__ import annotations
 
+from tests.support.factories import PASSWORD
+
 FETCH = "/api/tickets/fetch_tickets/"
 
 
@@ -31,6 +33,13 @@ async def test_reactivated_agents_and_users_fetch_on_their_next_request(client, 
         await _patch(client, admin, f"/api/users/{agent.user_id}/", {"is_active": False})
         assert (await client.post(FETCH, headers=agent.headers)).status == 401  # cached now
         await _patch(client, admin, f"/api/users/{agent.user_id}/", {"is_active": True})
+        # Deactivation revoked its tokens: the reactivated user logs in afresh.
+        assert (await client.post(FETCH, headers=agent.headers)).status == 401
+        login = await client.post(
+            "/api/auth-token/", json={"username": agent.username, "password": PASSWORD}
+        )
+        assert login.status == 200, await login.text()
+        agent.token = (await login.json())["token"]
         assert (await client.post(FETCH, headers=agent.headers)).status == 200
 
 

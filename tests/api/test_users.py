@@ -141,7 +141,7 @@ async def test_a_user_changes_its_own_email_and_password(client, make, db):
     user = await make.user(username="fay")
     response = await client.patch(
         f"/api/users/{user.user_id}/",
-        json={"email": "fay@new.example", "password": NEW_PASSWORD},
+        json={"email": "fay@new.example", "password": NEW_PASSWORD, "current_password": PASSWORD},
         headers=user.headers,
     )
     assert response.status == 200, await response.text()
@@ -169,7 +169,9 @@ async def test_a_new_password_signs_the_user_out_everywhere_but_here(client, mak
     me = f"/api/users/{user.user_id}/"
     # Used once, so this process has it cached: revocation must not wait for the cache.
     assert (await client.get(me, headers=elsewhere)).status == 200
-    response = await client.patch(me, json={"password": NEW_PASSWORD}, headers=user.headers)
+    response = await client.patch(
+        me, json={"password": NEW_PASSWORD, "current_password": PASSWORD}, headers=user.headers
+    )
     assert response.status == 200, await response.text()
     assert (await client.get(me, headers=elsewhere)).status == 401
     assert (await client.get(me, headers=user.headers)).status == 200
@@ -412,3 +414,62 @@ async def test_a_removal_decided_on_a_stale_read_still_keeps_an_admin(
     assert response.status == 409, await response.text()
     assert "last active admin" in (await response.json())["detail"]
     assert await db.fetchval("SELECT count(*) FROM users WHERE is_staff AND is_active") == 1
+
+
+async def test_deactivation_revokes_the_users_tokens_so_reactivation_revives_none(client, make, db):
+    """A compromised account is deactivated; reactivated, it used to accept every old token
+    again, the attacker's included. Its owner now logs in afresh."""
+    admin = await make.admin()
+    user = await make.user(username="jay")
+    url = f"/api/users/{user.user_id}/"
+    for is_active in (False, True):
+        response = await client.patch(url, json={"is_active": is_active}, headers=admin.headers)
+        assert response.status == 200, await response.text()
+
+    assert (
+        await db.fetchval("SELECT count(*) FROM api_tokens WHERE user_id = $1", user.user_id) == 0
+    )
+    assert (await client.get(url, headers=user.headers)).status == 401
+    # A change that leaves is_active alone, or sets it true, keeps the tokens.
+    fresh = await make.user(username="kay")
+    for body in ({"email": "kay@new.example"}, {"is_active": True}):
+        response = await client.patch(
+            f"/api/users/{fresh.user_id}/", json=body, headers=admin.headers
+        )
+        assert response.status == 200, await response.text()
+    assert (await client.get(f"/api/users/{fresh.user_id}/", headers=fresh.headers)).status == 200
+
+
+async def test_a_users_own_new_password_needs_the_current_one(client, make, db):
+    """A token alone (a leaked one, say) changed the password, signed the owner out
+    everywhere else and kept the thief's session: it took over the account."""
+    user = await make.user(username="nell")
+    me = f"/api/users/{user.user_id}/"
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", user.user_id)
+    for confirmation in ({}, {"current_password": "not my password"}):
+        response = await client.patch(
+            me, json={"password": NEW_PASSWORD, **confirmation}, headers=user.headers
+        )
+        assert response.status == 403, await response.text()
+        assert "current_password" in (await response.json())["detail"]
+    assert (
+        await db.fetchval("SELECT password_hash FROM users WHERE id = $1", user.user_id) == stored
+    )
+    assert await _login(client, "nell", PASSWORD) == 200
+    # An admin setting someone else's password needs none (it is not theirs to know).
+    admin = await make.admin()
+    response = await client.patch(me, json={"password": NEW_PASSWORD}, headers=admin.headers)
+    assert response.status == 200, await response.text()
+
+
+async def test_guessing_the_current_password_is_throttled_like_logins(client, make):
+    user = await make.user(username="olga")
+    me = f"/api/users/{user.user_id}/"
+    statuses = []
+    for _ in range(6):
+        response = await client.patch(
+            me, json={"password": NEW_PASSWORD, "current_password": "a guess"}, headers=user.headers
+        )
+        statuses.append(response.status)
+    assert statuses == [403] * 5 + [429]
+    assert await _login(client, "olga", PASSWORD) == 429  # the same (username, address) limit

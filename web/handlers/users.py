@@ -11,10 +11,13 @@ Who gets which refusal (the same rule in users.py, agents.py and tickets.py):
 
 A field sent with the value it already has is not a change: a user may PUT its own record
 back with only the email or password different. Passwords are hashed with argon2id off the
-event loop, and are never returned or logged. A new password revokes the user's tokens, all
-but the one that changed it. Nothing takes away the last active admin: demoting,
-deactivating or deleting it is a 409. Deactivating an agent's user gives its tickets back and
-stops its fetches; reactivating it lets the agent trade again (if the agent is active).
+event loop, and are never returned or logged. Users changing their own password confirm the
+current one (`current_password`, throttled like a login): a token alone, perhaps a leaked
+one, must not be enough to lock the owner out. A new password revokes the user's tokens, all
+but the one that changed it; deactivation revokes them all. Nothing takes away the last
+active admin: demoting, deactivating or deleting it is a 409. Deactivating an agent's user
+gives its tickets back and stops its fetches; reactivated, its user logs in again and the
+agent trades again (if the agent is active).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from aiohttp import web
 from storage.database import Database, Transaction
 from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, request_key_digest, require_admin, require_admin_or_agent
-from web.errors import Conflict, NotFound, PermissionDenied
+from web.errors import Conflict, NotFound, PermissionDenied, TooManyRequests
 from web.handlers.agents import delete_agent_through_dispatcher
-from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, PASSWORDS
+from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, LOGIN_THROTTLE, PASSWORDS
 from web.pagination import page
+from web.ratelimit import Outcome
 from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
 from web.schemas import Page, PageQuery, User, UserCreate, UserReplace, UserUpdate
 
@@ -116,6 +120,9 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
     current = await _visible_user(request, caller)
     body = await parse_body(request, kind)
     changes = body.model_dump(exclude_unset=True)
+    confirmation = changes.pop("current_password", None)
+    if caller.user_id == current["id"] and changes.get("password") is not None:
+        await _confirm_password(request, current["username"], confirmation)
     if not caller.is_admin:
         refused = sorted(
             name
@@ -168,6 +175,30 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
         # agent a ticket.
         await request.app[DISPATCHER].agent_changed(current["agent_id"])
     return json_response(User.model_validate(row))
+
+
+async def _confirm_password(request: web.Request, username: str, given: str | None) -> None:
+    """The caller knows the password it is replacing: checked as a login is, throttled with
+    the logins of this username and address, so it is no way round their limit."""
+    # 403, not 400: the request is well formed; the caller has not shown it may do this.
+    if given is None:
+        raise PermissionDenied("Send your current password (current_password) to change it.")
+    throttle = request.app[LOGIN_THROTTLE]
+    address = request.remote or "unknown"
+    wait_s = await throttle.admit(username, address)
+    if wait_s:
+        raise TooManyRequests(headers={"Retry-After": str(wait_s)})
+    outcome: Outcome = "unchecked"
+    try:
+        user = await request.app[DATABASE].fetchrow("users_credentials_by_username", username)
+        matches = await request.app[PASSWORDS].verify(
+            user["password_hash"] if user else None, given
+        )
+        outcome = "succeeded" if matches else "failed"
+    finally:
+        throttle.finished(username, address, outcome)
+    if outcome == "failed":
+        raise PermissionDenied("current_password is not your current password.")
 
 
 async def replace_user(request: web.Request) -> web.Response:
