@@ -381,7 +381,10 @@ async def ask_leader(database: Database, agent_id: int, *, timeout_s: float) -> 
                 answer = json.loads(payload)
                 if isinstance(answer, dict) and answer.get("id") == request_id:
                     if not answer.get("ok"):
-                        raise Refused(str(answer.get("error") or "no reason given"))
+                        reason = str(answer.get("error") or "no reason given")
+                        if answer.get("retry"):  # nothing happened; asking again is safe
+                            raise Failure(f"The release could not be committed: {reason}")
+                        raise Refused(reason)
                     if isinstance(logged := answer.get("logged_as"), dict):
                         # Too many ids for a notification: the audit log has them.
                         return await _released_as_logged(database, agent_id, logged, asked_at)

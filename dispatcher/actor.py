@@ -84,11 +84,16 @@ from storage.errors import (
     Fenced,
     InvalidValue,
     RowLocked,
+    StatementTimedOut,
     StorageError,
 )
 from storage.leadership import LeaderConnection, NotSafeForLeadership, check_database
 
 log = structlog.get_logger("dispatcher")
+
+# A lock another session holds, waited for too long: lock_timeout for one wait, the
+# statement limit for several in turn. The write is undone; the same one works later.
+_BLOCKED = (RowLocked, StatementTimedOut)
 
 INSERT_CHANNEL = "tickets_inserted"
 # Admin requests from other processes (the CLI) reach the leader here; answers go back on
@@ -222,6 +227,8 @@ class Dispatcher:
         self._ahead = Batch()
         self._writing = Batch()
         self._upkeep = _Upkeep(options)
+        # Memory cannot be loaded while another session holds a lock the load needs.
+        self._blocked = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -321,6 +328,11 @@ class Dispatcher:
     async def _submit(self, command: cmd.Command) -> Any:
         if self.role != "leader" or self._stopping:
             raise NotLeader(retry_after_s=self.options.retry_after_s)
+        if self._blocked:
+            raise CommitFailed(
+                "Another database session holds a lock the dispatcher needs; retry shortly.",
+                retry_after_s=self.options.retry_after_s,
+            )
         if len(self._inbox) >= self.options.max_inbox:
             self.stats.overloaded += 1
             raise Unavailable("The dispatcher is overloaded.", retry_after_s=1)
@@ -346,6 +358,8 @@ class Dispatcher:
                     holder=self.identity,
                     idle_timeout_s=self.options.write_timeout_s,
                     row_lock_wait_s=self.options.row_lock_wait_s,
+                    # Below the write timeout, which would take the wait for a stall.
+                    statement_limit_s=self.options.write_timeout_s * 0.8,
                 )
             except NotSafeForLeadership as exc:
                 log.error("leadership_refused", reason=str(exc))
@@ -433,7 +447,7 @@ class Dispatcher:
         await listen(ADMIN_CHANNEL)
         await listen(AGENT_CHANNEL)
         self.epoch = connection.epoch
-        await self._reload(connection)
+        await self._load(connection)
         self._become("leader")
         self.stats.leadership_gained += 1
         log.info("leadership_gained", epoch=connection.epoch, identity=self.identity)
@@ -511,7 +525,10 @@ class Dispatcher:
             reply_id = str(request["id"])
             if request["op"] != "release":
                 raise ValueError(f"unknown op {request['op']!r}")
-            command = cmd.ReleaseAgent(int(request["agent_id"]))
+            agent_id = request["agent_id"]
+            if type(agent_id) is not int or not 0 < agent_id < 2**63:
+                raise ValueError(f"agent_id must be an id, not {str(agent_id)[:30]!r}")
+            command = cmd.ReleaseAgent(agent_id)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("admin_request_refused", payload=payload[:200], error=str(exc))
             return
@@ -680,7 +697,7 @@ class Dispatcher:
             if isinstance(error, LeadershipLost):
                 self._fail_pipeline(failure.batch)
                 raise error from None
-            if isinstance(error, RowLocked):
+            if isinstance(error, _BLOCKED):
                 await self._report_row_lock(connection, error)
             log.warning(
                 "batch_failed",
@@ -885,9 +902,11 @@ class Dispatcher:
         found = await connection.ticket_facts(sorted(unknown))
         return {t: TicketFact(status, agent) for t, (status, agent) in found.items()}
 
-    async def _report_row_lock(self, connection: LeaderConnection, error: RowLocked) -> None:
+    async def _report_row_lock(
+        self, connection: LeaderConnection, error: RowLocked | StatementTimedOut
+    ) -> None:
         """Tell the operator who holds the lock: until that session ends its transaction,
-        every batch that touches the row answers 503."""
+        every batch that needs it answers 503."""
         self.stats.row_lock_waits_given_up += 1
         try:
             holders = await self._guarded(connection.row_lock_holders())
@@ -898,7 +917,8 @@ class Dispatcher:
             error=str(error),
             waited_s=self.options.row_lock_wait_s,
             lock_holders=holders,
-            hint="another session holds a lock on a tickets row; end its transaction",
+            hint="another session holds a lock the dispatcher waited for (a row or table of"
+            " tickets, agents or the leadership row): end that session's transaction",
         )
 
     async def _after_failure(self, connection: LeaderConnection) -> None:
@@ -906,9 +926,29 @@ class Dispatcher:
         if connection.is_closed():
             raise LeadershipLost("the leader connection closed during a commit")
         try:
-            await self._reload(connection)
+            await self._load(connection)
         except (StorageError, OSError) as exc:
             raise LeadershipLost(f"reload after a failed commit failed: {exc!r}") from exc
+
+    async def _load(self, connection: LeaderConnection) -> None:
+        """Rebuild memory from the database, waiting out a lock another session holds on
+        what the load reads or repairs (a table lock on tickets; a held ticket's row, when
+        an agent must give back holdings changed by plain SQL). Giving leadership up would
+        not help: the next leader's load meets the same lock. Nothing can be decided
+        meanwhile, so whoever waits, or asks, is answered 503 at once."""
+        while True:
+            try:
+                await self._reload(connection)
+            except _BLOCKED as exc:
+                self._blocked = True
+                await self._report_row_lock(connection, exc)
+                self._fail_all(self._commit_failed())
+                await self._back_off(self.options.retry_after_s)
+                if self._stopping or connection.is_closed():
+                    raise LeadershipLost("stopped while the load waited for a lock") from exc
+            else:
+                self._blocked = False
+                return
 
     # ------------------------------------------------------------ admin commands
 
@@ -934,10 +974,14 @@ class Dispatcher:
             raise LeadershipLost(f"fenced: {exc}") from exc
         except Exception as exc:
             self.stats.failed_commits += 1
-            if isinstance(exc, RowLocked):
+            if isinstance(exc, _BLOCKED):
                 await self._report_row_lock(connection, exc)
             log.warning("admin_command_failed", command=repr(command), error=repr(exc))
             settle(item, error=self._commit_failed())
+            # Told, not left to time out: nothing of it took effect, so asking again is safe.
+            await self._reply_by_notify(
+                connection, item, batch, ok=False, error=str(self._commit_failed()), retry=True
+            )
             await self._after_failure(connection)
         else:
             settle(item, result=result)
@@ -952,12 +996,13 @@ class Dispatcher:
         ok: bool,
         result: Any = None,
         error: str | None = None,
+        retry: bool = False,
     ) -> None:
         """Answer a request from another process (the CLI). What cannot be sent is logged:
         the change itself is committed either way, and the asker says it may still happen."""
         if item.reply_id is None:
             return
-        answer = {"id": item.reply_id, "ok": ok, "result": result, "error": error}
+        answer = {"id": item.reply_id, "ok": ok, "result": result, "error": error, "retry": retry}
         payload = json.dumps(answer)
         if len(payload.encode()) > NOTIFY_PAYLOAD_MAX_BYTES:
             # The released ids are in the audit log, under this epoch and batch.

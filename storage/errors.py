@@ -38,6 +38,11 @@ class Diverged(StorageError):
     """A guarded write matched fewer rows than decided: memory and database disagree."""
 
 
+class StatementTimedOut(DatabaseUnavailable):
+    """The statement ran past its session's statement_timeout and was cancelled: nothing of
+    it was written. For the dispatcher, usually lock waits adding up (see RowLocked)."""
+
+
 class RowLocked(StorageError):
     """A row the write needed stayed locked by another session (lock_timeout): nothing was
     written; the same write succeeds once that session commits or rolls back."""
@@ -111,6 +116,12 @@ def translated(*, connecting: bool = False) -> Iterator[None]:
         raise InvalidValue(str(exc)) from exc
     except asyncpg.exceptions.LockNotAvailableError as exc:
         raise RowLocked(f"{exc} ({exc.context})" if exc.context else str(exc)) from exc
+    except asyncpg.exceptions.QueryCanceledError as exc:
+        # The same SQLSTATE covers a cancel request (a shutdown, an operator); only the
+        # message tells the timeout apart.
+        if "statement timeout" in str(exc):
+            raise StatementTimedOut(str(exc)) from exc
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
     except asyncpg.exceptions.ClientConfigurationError as exc:
         # Before _UNAVAILABLE (it is an InterfaceError): a value in DATABASE_URL the driver
         # cannot use, e.g. ?sslmode=bogus. Its own words say which.

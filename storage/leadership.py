@@ -64,6 +64,7 @@ class LeaderConnection:
         holder: str,
         idle_timeout_s: float,
         row_lock_wait_s: float | None = None,
+        statement_limit_s: float | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> LeaderConnection:
         """Connect, wait as long as it takes for the lock, then claim a new epoch.
@@ -77,6 +78,11 @@ class LeaderConnection:
         session has locked (plain SQL left in an open transaction) before failing with
         RowLocked. Set only after the advisory lock is held: lock_timeout bounds that wait
         too, and a standby must wait for it without limit.
+
+        `statement_limit_s`: once leading, the server cancels a statement that runs this long
+        (QueryCanceled, read as DatabaseUnavailable): lock_timeout bounds each lock wait, not
+        their sum, and a batch that waits for several locked rows in turn must still fail
+        as a batch (503) before the caller's own timer takes it for a stalled connection.
 
         `on_connected` is called once the connection is up and waiting (the caller is then
         a standby). Raises DatabaseUnavailable or NotSafeForLeadership; the lock is never
@@ -105,10 +111,16 @@ class LeaderConnection:
                 if on_connected is not None:
                     on_connected()
                 await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
-                epoch = await connection.fetchval(QUERIES["dispatcher_leadership_claim"], holder)
                 if row_lock_wait_s is not None:
+                    # Before the claim: a leadership row locked by hand must not hold a new
+                    # leader up in silence (RowLocked says why, and the wait is retried).
                     lock_ms = max(1, int(row_lock_wait_s * 1000))
                     await connection.execute(f"SET lock_timeout = {lock_ms}")
+                if statement_limit_s is not None:
+                    await connection.execute(
+                        f"SET statement_timeout = {max(1, int(statement_limit_s * 1000))}"
+                    )
+                epoch = await connection.fetchval(QUERIES["dispatcher_leadership_claim"], holder)
         except BaseException:
             connection.terminate()
             raise

@@ -22,17 +22,22 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
 
 -- tickets_lock_holders --
--- Other sessions in a transaction that locked the tickets table (a row lock shows there as
--- the table's RowExclusiveLock), oldest transaction first: whom a blocked batch waited for.
-SELECT a.pid, a.usename::text AS usename, a.client_addr::text AS client_addr, a.state,
-       a.xact_start, left(a.query, 200) AS query
+-- Other sessions holding a lock the dispatcher's statements can wait for, oldest transaction
+-- first: on the tables a batch, a release or a load writes or reads. A row lock shows as its
+-- table's RowShareLock (SELECT FOR UPDATE/SHARE) or RowExclusiveLock (UPDATE, DELETE); the
+-- stronger modes are table locks (CREATE INDEX, LOCK TABLE, ALTER TABLE). AccessShareLock,
+-- taken by every plain read, blocks only ACCESS EXCLUSIVE, never the dispatcher's writes.
+SELECT a.pid, l.relation::regclass::text AS locked, l.mode, a.usename::text AS usename,
+       a.client_addr::text AS client_addr, a.state, a.xact_start::text AS xact_start,
+       left(a.query, 200) AS query
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'relation' AND l.granted AND l.relation = 'tickets'::regclass
-  AND l.mode IN ('RowExclusiveLock', 'RowShareLock', 'ShareRowExclusiveLock',
-                 'ExclusiveLock', 'AccessExclusiveLock')
+WHERE l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+  AND l.relation IN ('tickets'::regclass, 'agents'::regclass, 'users'::regclass,
+                     'dispatcher_leadership'::regclass, 'ticket_event_groups'::regclass)
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.pid <> pg_backend_pid()
-ORDER BY a.xact_start
-LIMIT 5
+ORDER BY a.xact_start, a.pid
+LIMIT 10
 
 -- dispatcher_agents_all --
 -- Every agent, for a snapshot. Active means it may trade (agent_can_trade, migration 0010).

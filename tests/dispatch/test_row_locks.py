@@ -11,6 +11,7 @@ goes the ticket goes out in its place.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -116,3 +117,131 @@ async def waiting_for_advisory_lock(session: asyncpg.Connection) -> int:
             return int(pids[0]["pid"])
         await asyncio.sleep(0.05)
     raise AssertionError(f"expected one session waiting for the lock, saw {pids}")
+
+
+async def test_a_load_blocked_by_a_lock_waits_it_out_and_keeps_leadership(
+    start_dispatcher, make, db, other_session
+):
+    """Holdings cut by plain SQL are given back by the load; with one of them locked, that
+    write failed, the failed load gave leadership up, and every next leader's load failed
+    the same way: standby 503s, and epochs burnt, for as long as the lock lasted."""
+    tickets = await make.tickets(6)
+    holder, other = await make.agent(capacity=3), await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(QUICK_LOCK_WAIT)
+    epoch = dispatcher.epoch
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:3]
+    held_open = await lock_row(other_session, tickets[2])
+    await db.execute("UPDATE agents SET capacity = 1 WHERE id = $1", holder.agent_id)
+
+    deadline = time.monotonic() + 10
+    while dispatcher.stats.row_lock_waits_given_up < 2:  # the change, then the load
+        assert time.monotonic() < deadline, "the plain-SQL change never reached the leader"
+        await asyncio.sleep(0.05)
+    with pytest.raises(CommitFailed):
+        await dispatcher.fetch(other.agent_id)
+
+    await held_open.rollback()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            got = await dispatcher.fetch(other.agent_id)
+            break
+        except CommitFailed:
+            assert time.monotonic() < deadline, "the load never went through"
+            await asyncio.sleep(0.1)
+    assert [t["id"] for t in got] == tickets[1:3]  # the excess went back, in its place
+    assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:1]
+    assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
+
+
+async def test_locked_rows_waited_for_in_turn_fail_the_batch_not_leadership(
+    start_dispatcher, make, database_url
+):
+    """lock_timeout bounds each wait, not their sum: four locked rows, each let go within
+    the wait allowed, held a batch past the write timeout, and leadership was given up.
+    The statement limit (below the write timeout) now fails the batch as a batch."""
+    tickets = await make.tickets(6)
+    agent = await make.agent(capacity=4)
+    options = DispatcherOptions(row_lock_wait_s=1.5, write_timeout_s=3.0, rescan_interval_s=3600)
+    dispatcher = await start_dispatcher(options)
+    epoch = dispatcher.epoch
+    sessions = [await asyncpg.connect(database_url) for _ in range(4)]
+    try:
+        held = [await lock_row(session, t) for session, t in zip(sessions, tickets, strict=False)]
+
+        async def let_go_one_a_second() -> None:
+            for transaction in held:
+                await asyncio.sleep(1.0)
+                await transaction.rollback()
+
+        letting_go = asyncio.create_task(let_go_one_a_second())
+        with pytest.raises(CommitFailed):
+            await asyncio.wait_for(dispatcher.fetch(agent.agent_id), 10)
+        await letting_go
+    finally:
+        for session in sessions:
+            await session.close()
+
+    assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets[:4]
+
+
+async def test_the_report_names_a_lock_on_an_agent_row(start_dispatcher, make, other_session):
+    """Assigning checks the agent exists (FOR KEY SHARE): an agent row locked FOR UPDATE
+    blocks that agent's fetches, and the report named nobody."""
+    tickets = await make.tickets(2)
+    agent = await make.agent(capacity=2)
+    dispatcher = await start_dispatcher(QUICK_LOCK_WAIT)
+    transaction = other_session.transaction()
+    await transaction.start()
+    await other_session.execute("SELECT * FROM agents WHERE id = $1 FOR UPDATE", agent.agent_id)
+    with structlog.testing.capture_logs() as logs, pytest.raises(CommitFailed):
+        await asyncio.wait_for(dispatcher.fetch(agent.agent_id), 4)
+    await transaction.rollback()
+
+    (blocked,) = [e for e in logs if e["event"] == "batch_blocked_by_row_lock"]
+    holders = blocked["lock_holders"]
+    assert [(h["pid"], h["locked"]) for h in holders] == [
+        (other_session.get_server_pid(), "agents")
+    ]
+    assert isinstance(holders[0]["xact_start"], str)
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets
+
+
+async def test_a_locked_leadership_row_is_reported_while_the_new_leader_waits(
+    start_dispatcher, database_url, other_session
+):
+    """The epoch claim waited for it in silence: a standby that had the advisory lock said
+    nothing, and led only once the row was let go."""
+    transaction = other_session.transaction()
+    await transaction.start()
+    await other_session.execute("SELECT * FROM dispatcher_leadership FOR UPDATE")
+    waiting = Dispatcher(database_url, identity="waiting", options=QUICK_LOCK_WAIT)
+    with structlog.testing.capture_logs() as logs:
+        await waiting.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not any(e["event"] == "leadership_wait_failed" for e in logs):
+                assert time.monotonic() < deadline, "nothing said why it does not lead"
+                await asyncio.sleep(0.05)
+            assert waiting.role != "leader"
+            await transaction.rollback()
+            await asyncio.wait_for(waiting.leading.wait(), 10)
+        finally:
+            await waiting.stop()
+    failed = next(e for e in logs if e["event"] == "leadership_wait_failed")
+    assert "lock timeout" in failed["error"]
+
+
+async def test_a_malformed_admin_request_is_refused_and_the_leader_leads_on(start_dispatcher, db):
+    dispatcher = await start_dispatcher(QUICK_LOCK_WAIT)
+    epoch = dispatcher.epoch
+    for agent_id in ("99999999999999999999999", "1e400", "-1", "true", '"7"'):
+        payload = f'{{"id": "x", "op": "release", "agent_id": {agent_id}}}'
+        await db.execute("SELECT pg_notify('dispatcher_admin', $1)", payload)
+    await asyncio.sleep(0.5)
+    assert (dispatcher.role, dispatcher.epoch, dispatcher.stats.leadership_lost) == (
+        "leader",
+        epoch,
+        0,
+    )

@@ -269,3 +269,27 @@ async def test_an_answer_too_long_to_send_is_logged_and_the_leader_leads_on(
     assert response.status == 200, await response.text()
     assert dispatcher.epoch == epoch
     assert dispatcher.stats.leadership_lost == 0
+
+
+async def test_a_release_blocked_by_a_locked_row_fails_at_once_and_changes_nothing(
+    tickets: Tickets, leader, make, db, database_url
+) -> None:
+    """The leader failed the release after the row-lock wait, and answered nothing: the
+    command waited out its 10 s and said the release might still happen."""
+    ids = await make.tickets(2)
+    agent = await make.agent(username="pat", capacity=2)
+    assert await fetch(leader, agent.headers) == ids
+    locker = await asyncpg.connect(database_url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("UPDATE tickets SET title = title WHERE id = $1", ids[1])
+        result = await tickets.run("release", str(agent.agent_id), "--timeout", "30")
+        await transaction.rollback()
+    finally:
+        await locker.close()
+
+    assert result.returncode == 2, explain(result)
+    assert "could not be committed" in result.stderr, explain(result)
+    assert "may still happen" not in result.stderr
+    assert await states(db, ids) == [("assigned", agent.agent_id)] * 2
