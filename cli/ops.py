@@ -25,7 +25,6 @@ from cli.dispatch import (
     leadership_rows,
     print_json,
     read_leadership,
-    when,
 )
 from cli.support import load_settings, open_database, run
 from config.settings import Settings
@@ -131,15 +130,7 @@ class Report:
             "Backlog",
             [
                 ("unassigned", f"{self.backlog['unassigned']:,}"),
-                (
-                    "oldest waiting",
-                    age(self.backlog["oldest_age_s"])
-                    + (
-                        f" (created {when(self.backlog['oldest_created_at'], self.now)})"
-                        if self.backlog["oldest_created_at"] is not None
-                        else ""
-                    ),
-                ),
+                ("oldest waiting", _waiting(self.backlog)),
             ],
         )
         leadership = key_value_table("Leadership", leadership_rows(self.leadership, self.now))
@@ -197,3 +188,11 @@ async def _gather(settings: Settings, *, top: int, minutes: int) -> Report:
             throughput=await database.fetch("ops_throughput_by_minute", minutes),
             leadership=await read_leadership(database, lock_key=settings.dispatcher_lock_key),
         )
+
+
+def _waiting(backlog: dict[str, Any]) -> str:
+    """How long the oldest unassigned ticket has waited, and since when."""
+    created = backlog["oldest_created_at"]
+    if created is None:
+        return age(backlog["oldest_age_s"])
+    return f"{age(backlog['oldest_age_s'])} (created {created.isoformat(timespec='seconds')})"
