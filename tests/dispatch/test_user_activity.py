@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.support.factories import PASSWORD
 from web.keys import DISPATCHER
 
 FETCH = "/api/tickets/fetch_tickets/"
@@ -48,6 +49,14 @@ async def fetched_ids(client, actor) -> list[int]:
     return [t["id"] for t in (await response.json())["tickets"]]
 
 
+async def log_in_again(client, actor) -> None:
+    response = await client.post(
+        "/api/auth-token/", json={"username": actor.username, "password": PASSWORD}
+    )
+    assert response.status == 200, await response.text()
+    actor.token = (await response.json())["token"]
+
+
 async def set_user_active(server, admin, user_id: int, active: bool) -> dict:
     response = await server.patch(
         f"/api/users/{user_id}/", json={"is_active": active}, headers=admin.headers
@@ -77,6 +86,7 @@ async def test_deactivating_a_user_stops_its_agent_at_once_and_reactivating_rest
     await assert_fetch_refused(client, agent, db)
 
     await set_user_active(client, admin, agent.user_id, True)
+    await log_in_again(client, agent)  # deactivation revoked its tokens
     # The released tickets are the oldest waiting ones again.
     assert await fetched_ids(client, agent) == ids[:2]
 
