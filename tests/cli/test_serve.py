@@ -275,16 +275,7 @@ def test_a_server_restarted_behind_the_service_is_still_stopped_by_its_last_user
         assert first is not None
         os.kill(first, signal.SIGQUIT)  # what `pg_ctl stop -m immediate` sends
         psutil.Process(first).wait(timeout=STOP_TIMEOUT_S)
-        stats = subprocess.run(
-            [str(TICKETS), "stats", "--json"],
-            cwd=workdir,
-            env=base_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert stats.returncode == 0, stats.stderr
+        run_stats(workdir)  # a command that finds PostgreSQL down starts it again
         second = postmaster_pid(data_dir)
         assert second not in (None, first)
         service.wait_until_answering()
@@ -322,16 +313,7 @@ def test_the_last_user_leaves_the_server_running_while_others_are_connected(
             joined.kill()
             joined.communicate(timeout=STOP_TIMEOUT_S)  # closes its stdin too
     # Alone again, the next command joins the server and, last to leave, stops it.
-    stats = subprocess.run(
-        [str(TICKETS), "stats", "--json"],
-        cwd=workdir,
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert stats.returncode == 0, stats.stderr
+    run_stats(workdir)
     assert postmaster_pid(data_dir) is None
     assert server_processes(data_dir) == []
 
@@ -351,3 +333,17 @@ def wait_for_clients(dsn: str, *, at_least: int) -> None:
             return
         time.sleep(0.1)
     pytest.fail(f"no client connected within {START_TIMEOUT_S} s")
+
+
+def run_stats(workdir: Path) -> None:
+    """`tickets stats` on the embedded default of `workdir`, which must succeed."""
+    stats = subprocess.run(
+        [str(TICKETS), "stats", "--json"],
+        cwd=workdir,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert stats.returncode == 0, stats.stderr
