@@ -264,6 +264,11 @@ class Dispatcher:
         return len(self._inbox) + self._ahead.size
 
     @property
+    def blocked(self) -> bool:
+        """Leading, but memory cannot be loaded past a lock another session holds."""
+        return self._blocked
+
+    @property
     def held_count(self) -> int:
         return self._core.held_count
 

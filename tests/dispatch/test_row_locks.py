@@ -139,6 +139,7 @@ async def test_a_load_blocked_by_a_lock_waits_it_out_and_keeps_leadership(
         await asyncio.sleep(0.05)
     with pytest.raises(CommitFailed):
         await dispatcher.fetch(other.agent_id)
+    assert dispatcher.blocked  # /readyz says blocked_by_lock
 
     await held_open.rollback()
     deadline = time.monotonic() + 10
@@ -150,6 +151,7 @@ async def test_a_load_blocked_by_a_lock_waits_it_out_and_keeps_leadership(
             assert time.monotonic() < deadline, "the load never went through"
             await asyncio.sleep(0.1)
     assert [t["id"] for t in got] == tickets[1:3]  # the excess went back, in its place
+    assert not dispatcher.blocked
     assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:1]
     assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
 

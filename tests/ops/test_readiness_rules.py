@@ -150,3 +150,15 @@ TAKING_OVER = Leader(identity=None, epoch=None, since=None, pid=200)
 )
 def test_assess(role, epoch, seen, expected):
     assert assess(role=role, identity=ME, epoch=epoch, queue_length=5, record=seen) == expected
+
+
+def test_a_leader_whose_load_is_blocked_by_a_lock_is_not_ready():
+    blocked = assess(
+        role="leader", identity=ME, epoch=7, queue_length=5, record=record(), blocked=True
+    )
+    assert (blocked.ready, blocked.reason, blocked.leader) == (False, "blocked_by_lock", CONFIRMED)
+    # Only a confirmed leader's block is the reason; anything else says what it said.
+    standby = assess(
+        role="standby", identity=ME, epoch=None, queue_length=5, record=record(), blocked=True
+    )
+    assert standby.reason == "not_leader"

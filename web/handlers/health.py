@@ -59,7 +59,7 @@ class Leader(pydantic.BaseModel):
     )
 
 
-NotReady = Literal["database_unavailable", "not_leader", "lock_lost"]
+NotReady = Literal["database_unavailable", "not_leader", "lock_lost", "blocked_by_lock"]
 
 
 class Readiness(pydantic.BaseModel):
@@ -98,6 +98,7 @@ def assess(
     epoch: int | None,
     queue_length: int | None,
     record: LeadershipRecord | None,
+    blocked: bool = False,
 ) -> Readiness:
     """Readiness from this process's view and the database's (`record`, None when it did not
     answer). Pure: no I/O, so every combination is a table row in the tests."""
@@ -124,8 +125,12 @@ def assess(
         leader = None
     confirmed = leading and record.holder_has_lock and record.epoch == epoch
     reason: NotReady | None = None if confirmed else ("lock_lost" if leading else "not_leader")
+    if confirmed and blocked:
+        # Leading, but its memory cannot be loaded past another session's lock: every
+        # fetch and sell is answered 503 until that session lets go.
+        reason = "blocked_by_lock"
     return Readiness(
-        ready=confirmed,
+        ready=reason is None,
         role=role,
         reason=reason,
         leader=leader,
@@ -203,6 +208,7 @@ async def readyz(request: web.Request) -> web.Response:
         epoch=dispatcher.epoch if dispatcher is not None else None,
         queue_length=dispatcher.queue_length if dispatcher is not None else None,
         record=record,
+        blocked=dispatcher is not None and dispatcher.blocked,
     )
     response = json_response(readiness, status=200 if readiness.ready else 503)
     response.headers.update(_NO_STORE)
