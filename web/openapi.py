@@ -10,7 +10,8 @@ shared request handling can answer (`web.routing`, `web.errors`):
 - 404 when its path carries an id (`web.routing.path_id`: a positive integer or 404);
 - 409 on authenticated writes (a storage conflict, a dispatcher refusal, a sell rejection);
 - 408, 413 and 415 when it reads a body;
-- 429 on the login (`web.ratelimit.LoginThrottle`);
+- 429 where a password is checked: the login, and changing one's own password
+  (`web.ratelimit.LoginThrottle`);
 - 500 and 503 (with Retry-After) everywhere.
 
 An `Operation.responses` entry for one of those statuses replaces the generic one.
@@ -57,7 +58,10 @@ with more keys (a 409 sell rejection carries `rejected`); every response carries
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Keep in sync with web/handlers/auth.py: the operations LoginThrottle guards.
-_THROTTLED = frozenset({("POST", "/api/auth-token/")})
+# Where a password is checked: the login, and a user's own new password (current_password).
+_THROTTLED = frozenset(
+    {("POST", "/api/auth-token/"), ("PUT", "/api/users/{id}/"), ("PATCH", "/api/users/{id}/")}
+)
 _PATH_PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 
@@ -117,7 +121,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     429: (
         "TooManyRequests",
         _error_response(
-            "`too_many_requests`: too many failed logins; retry after `Retry-After` seconds.",
+            "`too_many_requests`: too many failed password checks (logins, or `current_password`"
+            " when changing one's own); retry after `Retry-After` seconds.",
             retry_after=True,
         ),
     ),
