@@ -492,7 +492,12 @@ class Dispatcher:
         rescan skips what memory holds, also what a batch decided ahead holds."""
         now = time.monotonic()
         if now >= self._upkeep.rescan_at:
-            await self._guarded(self._rescan(connection))
+            try:
+                await self._guarded(self._rescan(connection))
+            except _BLOCKED as exc:
+                # A safety net skipped once (a table lock on tickets): the next one is due
+                # in an interval, and nothing was decided on the read.
+                await self._report_row_lock(connection, exc)
             self._upkeep.rescanned()
         elif now >= self._upkeep.heartbeat_at:
             await connection.heartbeat(timeout_s=self.options.write_timeout_s)
@@ -674,6 +679,14 @@ class Dispatcher:
         try:
             await self._guarded(self._prepare(connection, waiting))
             facts = await self._guarded(self._sale_facts(connection, waiting))
+        except _BLOCKED as exc:
+            # A read waited too long for another session's lock (a table lock on tickets):
+            # this batch fails as a commit would, and the load waits the lock out.
+            self.stats.failed_commits += 1
+            await self._report_row_lock(connection, exc)
+            settle_all(waiting, self._commit_failed())
+            await self._after_failure(connection)
+            return
         except (StorageError, OSError) as exc:
             raise LeadershipLost(f"preparing a batch failed: {exc!r}") from exc
         first = Batch()

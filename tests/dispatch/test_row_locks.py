@@ -247,3 +247,53 @@ async def test_a_malformed_admin_request_is_refused_and_the_leader_leads_on(star
         epoch,
         0,
     )
+
+
+async def test_a_table_lock_met_while_preparing_a_batch_costs_503s_not_leadership(
+    start_dispatcher, make, other_session
+):
+    """Preparing a batch reads (a new agent's holdings, a refill of the window); a table
+    lock on tickets made that read give up, and leadership with it."""
+    tickets = await make.tickets(3)
+    dispatcher = await start_dispatcher(QUICK_LOCK_WAIT)
+    epoch = dispatcher.epoch
+    newcomer = await make.agent(capacity=2)  # unknown to memory: its first fetch reads
+    transaction = other_session.transaction()
+    await transaction.start()
+    await other_session.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+
+    with pytest.raises(CommitFailed):
+        await asyncio.wait_for(dispatcher.fetch(newcomer.agent_id), 4)
+
+    await transaction.rollback()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            got = await dispatcher.fetch(newcomer.agent_id)
+            break
+        except CommitFailed:
+            assert time.monotonic() < deadline, "the dispatcher never recovered"
+            await asyncio.sleep(0.1)
+    assert [t["id"] for t in got] == tickets[:2]
+    assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
+
+
+async def test_a_rescan_met_by_a_table_lock_is_skipped_not_leadership(
+    start_dispatcher, make, other_session
+):
+    tickets = await make.tickets(2)
+    agent = await make.agent(capacity=2)
+    options = DispatcherOptions(row_lock_wait_s=0.2, rescan_interval_s=0.3)
+    dispatcher = await start_dispatcher(options)
+    epoch = dispatcher.epoch
+    transaction = other_session.transaction()
+    await transaction.start()
+    await other_session.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+    deadline = time.monotonic() + 10
+    while dispatcher.stats.row_lock_waits_given_up == 0:
+        assert time.monotonic() < deadline, "no rescan met the lock"
+        await asyncio.sleep(0.05)
+    await transaction.rollback()
+
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets
+    assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
