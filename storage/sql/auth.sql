@@ -12,12 +12,21 @@ RETURNING id, username, email, is_staff, is_active, date_joined
 SELECT id, password_hash, is_active FROM users WHERE username = $1
 
 -- users_password_hash_update --
--- Re-hash on login when the stored parameters are below the current ones.
-UPDATE users SET password_hash = $2 WHERE id = $1
+-- Re-hash on login when the stored parameters are below the current ones: only if the hash
+-- is still the one checked ($3). A password changed meanwhile must not be overwritten with
+-- the old one, re-hashed.
+UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING id
 
 -- api_tokens_insert --
--- Store a new token's SHA-256 (never the key itself).
-INSERT INTO api_tokens (user_id, key_sha256) VALUES ($1, $2) RETURNING id
+-- Store a new token's SHA-256 (never the key itself), for a user still active with the
+-- password just checked ($3, the stored hash); nothing when either changed meanwhile. FOR
+-- SHARE orders it against a password change or deactivation (users.sql): that waits for
+-- this insert to commit and then revokes the token in a statement of its own, or this
+-- insert waits for that and finds the row changed.
+INSERT INTO api_tokens (user_id, key_sha256)
+SELECT u.id, $2
+FROM (SELECT id FROM users WHERE id = $1 AND is_active AND password_hash = $3 FOR SHARE) AS u
+RETURNING id
 
 -- api_tokens_delete_by_hash --
 -- Revoke one token.

@@ -22,28 +22,23 @@ LIMIT $1 OFFSET $2
 
 -- users_update --
 -- Change the fields given (a null keeps the value); no row when the user is gone.
--- Conflict when the new username is taken. A new password ($4) signs the user out everywhere
--- else: it revokes every token of theirs but the one that made the change ($7, the SHA-256 of
--- the caller's key when users change their own password; NULL when an admin changes it).
--- Deactivation ($6 false) revokes every token: reactivating a compromised account must not
--- bring its old sessions back.
-WITH updated AS (
-    UPDATE users
-    SET username = coalesce($2, username),
-        email = coalesce($3, email),
-        password_hash = coalesce($4, password_hash),
-        is_staff = coalesce($5, is_staff),
-        is_active = coalesce($6, is_active)
-    WHERE id = $1
-    RETURNING id, username, email, is_staff, is_active, date_joined
-), revoked AS (
-    DELETE FROM api_tokens AS t
-    USING updated AS u
-    WHERE t.user_id = u.id
-      AND (($4::text IS NOT NULL AND t.key_sha256 IS DISTINCT FROM $7::bytea)
-           OR $6::boolean IS FALSE)
-)
-SELECT id, username, email, is_staff, is_active, date_joined FROM updated
+-- Conflict when the new username is taken. A new password or a deactivation revokes tokens
+-- too: api_tokens_revoke_for_user, next, in the same transaction.
+UPDATE users
+SET username = coalesce($2, username),
+    email = coalesce($3, email),
+    password_hash = coalesce($4, password_hash),
+    is_staff = coalesce($5, is_staff),
+    is_active = coalesce($6, is_active)
+WHERE id = $1
+RETURNING id, username, email, is_staff, is_active, date_joined
+
+-- api_tokens_revoke_for_user --
+-- Revoke a user's tokens, all but one ($2: the caller's own when users change their own
+-- password; NULL keeps none). A statement of its own after users_update, in its
+-- transaction: the update waited for any login holding the user's row (api_tokens_insert,
+-- FOR SHARE), and this statement's fresh snapshot sees the token that login committed.
+DELETE FROM api_tokens WHERE user_id = $1 AND key_sha256 IS DISTINCT FROM $2::bytea
 
 -- users_delete --
 -- Delete a user and, by cascade, its tokens; Conflict while an agent row still refers to it.

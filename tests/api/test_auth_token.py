@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.support.factories import PASSWORD
+from web.keys import PASSWORDS
 
 
 async def test_login_returns_a_token_that_authenticates(client, make, db):
@@ -98,3 +99,74 @@ async def test_answers_are_never_cached_or_sniffed(client, make):
     for response in responses:
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+NEW_PASSWORD = "a brand new passphrase"
+
+
+async def _login(client, username: str, password: str):
+    return await client.post("/api/auth-token/", json={"username": username, "password": password})
+
+
+async def test_a_login_rehashing_the_old_password_cannot_undo_a_change(client, make, monkeypatch):
+    """A login that re-hashes on stronger settings wrote the OLD password's new hash over a
+    password changed while it hashed: the owner's 200 was undone (a tester did it 3 in 6)."""
+    owner = await make.user(username="rhea")
+    hasher = client.app[PASSWORDS]
+    real_hash = hasher.hash
+    rehashing, may_finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_rehash_of_the_old_password(password: str) -> str:
+        if password == PASSWORD:  # the login's re-hash; the change hashes the new one
+            rehashing.set()
+            await may_finish.wait()
+        return await real_hash(password)
+
+    monkeypatch.setattr(hasher, "needs_rehash", lambda stored: True)
+    monkeypatch.setattr(hasher, "hash", slow_rehash_of_the_old_password)
+    login = asyncio.create_task(_login(client, "rhea", PASSWORD))
+    await asyncio.wait_for(rehashing.wait(), 10)
+    changed = await client.patch(
+        f"/api/users/{owner.user_id}/",
+        json={"password": NEW_PASSWORD, "current_password": PASSWORD},
+        headers=owner.headers,
+    )
+    assert changed.status == 200, await changed.text()
+    may_finish.set()
+
+    assert (await asyncio.wait_for(login, 10)).status == 400  # its password is gone
+    monkeypatch.setattr(hasher, "hash", real_hash)
+    assert (await _login(client, "rhea", NEW_PASSWORD)).status == 200
+    assert (await _login(client, "rhea", PASSWORD)).status == 400
+
+
+@pytest.mark.parametrize("change", ["deactivated", "password changed"])
+async def test_a_login_in_flight_across_a_revocation_issues_no_token(
+    client, make, db, monkeypatch, change
+):
+    """A login that checked the password before the change and stored its token after it
+    kept a working token: revocation had already run (a tester: 20 of 20)."""
+    user = await make.user(username="ivo")
+    admin = await make.admin()
+    hasher = client.app[PASSWORDS]
+    real_verify = hasher.verify
+    verified, may_finish = asyncio.Event(), asyncio.Event()
+
+    async def verify_then_wait(stored, given):
+        matches = await real_verify(stored, given)
+        verified.set()
+        await may_finish.wait()
+        return matches
+
+    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    login = asyncio.create_task(_login(client, "ivo", PASSWORD))
+    await asyncio.wait_for(verified.wait(), 10)
+    body = {"is_active": False} if change == "deactivated" else {"password": NEW_PASSWORD}
+    response = await client.patch(f"/api/users/{user.user_id}/", json=body, headers=admin.headers)
+    assert response.status == 200, await response.text()
+    may_finish.set()
+
+    assert (await asyncio.wait_for(login, 10)).status == 400
+    assert (
+        await db.fetchval("SELECT count(*) FROM api_tokens WHERE user_id = $1", user.user_id) == 0
+    )

@@ -38,12 +38,16 @@ async def obtain_token(request: web.Request) -> web.Response:
         throttle.finished(body.username, address, outcome)
     if outcome == "failed" or user is None:
         raise InvalidCredentials()
-    if passwords.needs_rehash(user["password_hash"]):
-        await database.execute(
-            "users_password_hash_update", user["id"], await passwords.hash(body.password)
-        )
+    checked = user["password_hash"]
+    if passwords.needs_rehash(checked):
+        rehashed = await passwords.hash(body.password)
+        if await database.fetchval("users_password_hash_update", user["id"], rehashed, checked):
+            checked = rehashed
     key = new_key()
-    await database.execute("api_tokens_insert", user["id"], key_digest(key))
+    # Issued only if the password checked is still the user's, and the user still active:
+    # a change of either while this login ran revokes every token it could have issued.
+    if await database.fetchval("api_tokens_insert", user["id"], key_digest(key), checked) is None:
+        raise InvalidCredentials()
     request[USER_ID] = user["id"]
     return json_response(TokenResponse(token=key))
 

@@ -75,26 +75,27 @@ async def list_users(request: web.Request) -> web.Response:
 
 @contextlib.asynccontextmanager
 async def _admins_kept(
-    request: web.Request, user_id: int, may_remove_admin: bool
+    request: web.Request, user_id: int, may_remove_admin: bool, *, transaction: bool = False
 ) -> AsyncIterator[Database | Transaction]:
-    """Where to write a change to `user_id`. One that may take away an active admin (it
-    clears is_staff or is_active, or deletes) runs in a transaction that refuses it (409)
-    when the user is an active admin and no other one remains: without one, nobody could
-    manage users or agents through the API. Both are judged under the lock, not on the
-    handler's earlier read: meanwhile another request may have made this user the last
-    active admin."""
+    """Where to write a change to `user_id`: in a transaction when `transaction` is asked
+    for, or when the change may take away an active admin (it clears is_staff or is_active,
+    or deletes). Such a change is refused (409) when the user is an active admin and no
+    other one remains: without one, nobody could manage users or agents through the API.
+    Both are judged under the lock, not on the handler's earlier read: meanwhile another
+    request may have made this user the last active admin."""
     database = request.app[DATABASE]
-    if not may_remove_admin:
+    if not (may_remove_admin or transaction):
         yield database
         return
-    async with database.transaction() as transaction:
-        await transaction.fetchval("users_admin_removal_lock")
-        if (
-            await transaction.fetchval("users_is_active_admin", user_id)
-            and await transaction.fetchval("users_other_active_admins_count", user_id) == 0
-        ):
-            raise Conflict("This is the last active admin; make another admin first.")
-        yield transaction
+    async with database.transaction() as writing:
+        if may_remove_admin:
+            await writing.fetchval("users_admin_removal_lock")
+            if (
+                await writing.fetchval("users_is_active_admin", user_id)
+                and await writing.fetchval("users_other_active_admins_count", user_id) == 0
+            ):
+                raise Conflict("This is the last active admin; make another admin first.")
+        yield writing
 
 
 async def _visible_user(request: web.Request, caller: Principal) -> dict[str, Any]:
@@ -139,10 +140,18 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
     password_hash = await request.app[PASSWORDS].hash(password) if password is not None else None
     # A new password revokes the user's other tokens (a leaked one is the usual reason to
     # change it); the token changing its own password stays, so that client stays signed in.
-    token_kept = request_key_digest(request) if caller.user_id == current["id"] else None
+    # Deactivation revokes every one: reactivating a compromised account must not bring its
+    # old sessions back.
+    deactivates = changes.get("is_active") is False
+    revokes = password_hash is not None or deactivates
+    token_kept = (
+        request_key_digest(request) if caller.user_id == current["id"] and not deactivates else None
+    )
     may_remove_admin = False in (changes.get("is_staff"), changes.get("is_active"))
     try:
-        async with _admins_kept(request, current["id"], may_remove_admin) as database:
+        async with _admins_kept(
+            request, current["id"], may_remove_admin, transaction=revokes
+        ) as database:
             row = await database.fetchrow(
                 "users_update",
                 current["id"],
@@ -151,8 +160,9 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
                 password_hash,
                 changes.get("is_staff"),
                 changes.get("is_active"),
-                token_kept,
             )
+            if row is not None and revokes:
+                await database.execute("api_tokens_revoke_for_user", row["id"], token_kept)
     except StorageConflict:
         raise Conflict(_USERNAME_TAKEN) from None
     if row is None:
