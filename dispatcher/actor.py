@@ -100,6 +100,10 @@ INSERT_CHANNEL = "tickets_inserted"
 # ADMIN_REPLY_CHANNEL with the request's id. Keep in sync with cli/dispatch.py.
 ADMIN_CHANNEL = "dispatcher_admin"
 ADMIN_REPLY_CHANNEL = "dispatcher_admin_reply"
+# An admin command runs up to this many statements (reading an agent it has not met, then
+# a transaction of two), each bounded by the statement limit: its step is given as many
+# write timeouts, not one, before it counts as a stalled connection.
+ADMIN_STEP_STATEMENTS = 4
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more. A release of about 900 tickets
 # with 7-digit ids lists more: its answer names the audit log's entry instead.
 NOTIFY_PAYLOAD_MAX_BYTES = 7900
@@ -503,14 +507,14 @@ class Dispatcher:
             await connection.heartbeat(timeout_s=self.options.write_timeout_s)
             self._upkeep.spoke()
 
-    async def _guarded(self, work: Any) -> Any:
+    async def _guarded(self, work: Any, *, timeout_s: float | None = None) -> Any:
         """Bound a database step in time: a stalled connection means leadership is lost.
 
         `asyncio.timeout`, not `wait_for`: wait_for runs the step as a new task, and every
         such hop lets all the replies just settled run first — on the batch's critical path.
         """
         try:
-            async with asyncio.timeout(self.options.write_timeout_s):
+            async with asyncio.timeout(timeout_s or self.options.write_timeout_s):
                 return await work
         except TimeoutError as exc:
             raise LeadershipLost("a database step stalled") from exc
@@ -960,13 +964,28 @@ class Dispatcher:
             except _BLOCKED as exc:
                 self._blocked = True
                 await self._report_row_lock(connection, exc)
-                self._fail_all(self._commit_failed())
+                await self._refuse_inbox(connection)
                 await self._back_off(self.options.retry_after_s)
                 if self._stopping or connection.is_closed():
                     raise LeadershipLost("stopped while the load waited for a lock") from exc
             else:
                 self._blocked = False
                 return
+
+    async def _refuse_inbox(self, connection: LeaderConnection) -> None:
+        """Answer everyone waiting 503; a request from another process (the CLI) is told so
+        too, rather than left to wait out its timeout."""
+        waiting = list(self._inbox)
+        self._fail_all(self._commit_failed())
+        for item in waiting:
+            await self._reply_by_notify(
+                connection,
+                item,
+                self._batch_number,
+                ok=False,
+                error=str(self._commit_failed()),
+                retry=True,
+            )
 
     # ------------------------------------------------------------ admin commands
 
@@ -975,7 +994,10 @@ class Dispatcher:
         self._batch_number += 1
         batch = self._batch_number
         try:
-            result = await self._guarded(self._admin_step(connection, batch, command))
+            result = await self._guarded(
+                self._admin_step(connection, batch, command),
+                timeout_s=self.options.write_timeout_s * ADMIN_STEP_STATEMENTS,
+            )
         except _DoneButDiverged as done:
             settle(item, result=done.result)
             await self._reply_by_notify(connection, item, batch, ok=True, result=done.result)

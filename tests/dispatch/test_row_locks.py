@@ -297,3 +297,43 @@ async def test_a_rescan_met_by_a_table_lock_is_skipped_not_leadership(
 
     assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets
     assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
+
+
+async def test_an_admin_change_waiting_on_two_locks_in_turn_costs_503_not_leadership(
+    start_dispatcher, make, database_url
+):
+    """A capacity change is two statements (the agent row, then the release of its excess),
+    each allowed its own lock wait; together they outlasted the one write timeout the step
+    had, and leadership was given up (a tester: epoch 17 -> 18)."""
+    tickets = await make.tickets(3)
+    agent = await make.agent(capacity=3)
+    options = DispatcherOptions(row_lock_wait_s=1.5, write_timeout_s=2.0, rescan_interval_s=3600)
+    dispatcher = await start_dispatcher(options)
+    epoch = dispatcher.epoch
+    assert [t["id"] for t in await dispatcher.fetch(agent.agent_id)] == tickets
+    agent_row, ticket_row = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        # The ticket first: its update checks the agent exists (FOR KEY SHARE), which the
+        # agent row's lock must not block (NO KEY UPDATE, as the capacity change takes).
+        holding_ticket = await lock_row(ticket_row, tickets[2])
+        holding_agent = agent_row.transaction()
+        await holding_agent.start()
+        await agent_row.execute(
+            "SELECT * FROM agents WHERE id = $1 FOR NO KEY UPDATE", agent.agent_id
+        )
+
+        async def let_the_agent_go() -> None:
+            await asyncio.sleep(1.2)
+            await holding_agent.rollback()
+
+        letting_go = asyncio.create_task(let_the_agent_go())
+        with pytest.raises(CommitFailed):
+            await asyncio.wait_for(dispatcher.update_agent(agent.agent_id, capacity=1), 15)
+        await letting_go
+        await holding_ticket.rollback()
+    finally:
+        await agent_row.close()
+        await ticket_row.close()
+
+    assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
+    assert await dispatcher.update_agent(agent.agent_id, capacity=1) == [tickets[1], tickets[2]]

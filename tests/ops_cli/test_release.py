@@ -293,3 +293,32 @@ async def test_a_release_blocked_by_a_locked_row_fails_at_once_and_changes_nothi
     assert "could not be committed" in result.stderr, explain(result)
     assert "may still happen" not in result.stderr
     assert await states(db, ids) == [("assigned", agent.agent_id)] * 2
+
+
+async def test_a_release_asked_while_the_load_is_blocked_fails_at_once(
+    tickets: Tickets, leader, make, db, database_url
+) -> None:
+    """While the leader's load waits for another session's lock it refuses everyone; a
+    request from the CLI was dropped unanswered, and the command waited out its timeout."""
+    ids = await make.tickets(3)
+    agent = await make.agent(username="quin", capacity=3)
+    assert await fetch(leader, agent.headers) == ids
+    dispatcher = leader.app[DISPATCHER]
+    locker = await asyncpg.connect(database_url)
+    try:
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("UPDATE tickets SET title = title WHERE id = $1", ids[2])
+        await db.execute("UPDATE agents SET capacity = 1 WHERE id = $1", agent.agent_id)
+        for _ in range(200):
+            if dispatcher.blocked:
+                break
+            await asyncio.sleep(0.05)
+        assert dispatcher.blocked
+        result = await tickets.run("release", str(agent.agent_id), "--timeout", "30")
+        await transaction.rollback()
+    finally:
+        await locker.close()
+
+    assert result.returncode == 2, explain(result)
+    assert "could not be committed" in result.stderr, explain(result)
