@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from web.auth import key_digest, new_key, request_key_digest
@@ -19,25 +21,36 @@ class InvalidCredentials(ApiError):
     status, code = 400, "invalid_credentials"
 
 
-async def obtain_token(request: web.Request) -> web.Response:
-    body = await parse_body(request, TokenRequest)
+async def check_password(
+    request: web.Request, username: str, password: str
+) -> dict[str, Any] | None:
+    """The active user `username` if `password` is theirs, else None; checked as every
+    password is: throttled per (username, address) and per address (429), and unknown
+    users taking the time a wrong password takes."""
     throttle = request.app[LOGIN_THROTTLE]
     address = request.remote or "unknown"
-    wait_s = await throttle.admit(body.username, address)
+    wait_s = await throttle.admit(username, address)
     if wait_s:
         raise TooManyRequests(headers={"Retry-After": str(wait_s)})
-    database = request.app[DATABASE]
-    passwords = request.app[PASSWORDS]
     outcome: Outcome = "unchecked"
     try:
-        user = await database.fetchrow("users_credentials_by_username", body.username)
-        # Unknown users and wrong passwords take the same time and get the same answer.
-        matches = await passwords.verify(user["password_hash"] if user else None, body.password)
+        user = await request.app[DATABASE].fetchrow("users_credentials_by_username", username)
+        matches = await request.app[PASSWORDS].verify(
+            user["password_hash"] if user else None, password
+        )
         outcome = "succeeded" if user and matches and user["is_active"] else "failed"
     finally:
-        throttle.finished(body.username, address, outcome)
-    if outcome == "failed" or user is None:
+        throttle.finished(username, address, outcome)
+    return user if outcome == "succeeded" else None
+
+
+async def obtain_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, TokenRequest)
+    user = await check_password(request, body.username, body.password)
+    if user is None:
         raise InvalidCredentials()
+    database = request.app[DATABASE]
+    passwords = request.app[PASSWORDS]
     checked = user["password_hash"]
     if passwords.needs_rehash(checked):
         rehashed = await passwords.hash(body.password)

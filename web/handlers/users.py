@@ -32,11 +32,11 @@ from aiohttp import web
 from storage.database import Database, Transaction
 from storage.errors import Conflict as StorageConflict
 from web.auth import Principal, request_key_digest, require_admin, require_admin_or_agent
-from web.errors import Conflict, NotFound, PermissionDenied, TooManyRequests
+from web.errors import Conflict, NotFound, PermissionDenied
 from web.handlers.agents import delete_agent_through_dispatcher
-from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, LOGIN_THROTTLE, PASSWORDS
+from web.handlers.auth import check_password
+from web.keys import AUTHENTICATOR, DATABASE, DISPATCHER, PASSWORDS
 from web.pagination import page
-from web.ratelimit import Outcome
 from web.routing import Operation, json_response, parse_body, parse_query, path_id, principal
 from web.schemas import Page, PageQuery, User, UserCreate, UserReplace, UserUpdate
 
@@ -188,26 +188,12 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
 
 
 async def _confirm_password(request: web.Request, username: str, given: str | None) -> None:
-    """The caller knows the password it is replacing: checked as a login is, throttled with
-    the logins of this username and address, so it is no way round their limit."""
+    """The caller knows the password it is replacing: checked as a login is, and throttled
+    with the logins of this username and address, so it is no way round their limit."""
     # 403, not 400: the request is well formed; the caller has not shown it may do this.
     if given is None:
         raise PermissionDenied("Send your current password (current_password) to change it.")
-    throttle = request.app[LOGIN_THROTTLE]
-    address = request.remote or "unknown"
-    wait_s = await throttle.admit(username, address)
-    if wait_s:
-        raise TooManyRequests(headers={"Retry-After": str(wait_s)})
-    outcome: Outcome = "unchecked"
-    try:
-        user = await request.app[DATABASE].fetchrow("users_credentials_by_username", username)
-        matches = await request.app[PASSWORDS].verify(
-            user["password_hash"] if user else None, given
-        )
-        outcome = "succeeded" if matches else "failed"
-    finally:
-        throttle.finished(username, address, outcome)
-    if outcome == "failed":
+    if await check_password(request, username, given) is None:
         raise PermissionDenied("current_password is not your current password.")
 
 
