@@ -38,6 +38,17 @@ async def lock_row(session: asyncpg.Connection, ticket_id: int) -> asyncpg.trans
     return transaction
 
 
+async def fetch_once_served(dispatcher: Dispatcher, agent_id: int) -> list[dict]:
+    """The agent's fetch, retried through 503s (bounded) while the dispatcher recovers."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return await dispatcher.fetch(agent_id)
+        except CommitFailed:
+            assert time.monotonic() < deadline, "the dispatcher never served again"
+            await asyncio.sleep(0.1)
+
+
 async def test_a_locked_head_of_queue_answers_503_and_leadership_stays(
     start_dispatcher, make, other_session
 ):
@@ -142,14 +153,7 @@ async def test_a_load_blocked_by_a_lock_waits_it_out_and_keeps_leadership(
     assert dispatcher.blocked  # /readyz says blocked_by_lock
 
     await held_open.rollback()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            got = await dispatcher.fetch(other.agent_id)
-            break
-        except CommitFailed:
-            assert time.monotonic() < deadline, "the load never went through"
-            await asyncio.sleep(0.1)
+    got = await fetch_once_served(dispatcher, other.agent_id)
     assert [t["id"] for t in got] == tickets[1:3]  # the excess went back, in its place
     assert not dispatcher.blocked
     assert [t["id"] for t in await dispatcher.fetch(holder.agent_id)] == tickets[:1]
@@ -266,14 +270,7 @@ async def test_a_table_lock_met_while_preparing_a_batch_costs_503s_not_leadershi
         await asyncio.wait_for(dispatcher.fetch(newcomer.agent_id), 4)
 
     await transaction.rollback()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            got = await dispatcher.fetch(newcomer.agent_id)
-            break
-        except CommitFailed:
-            assert time.monotonic() < deadline, "the dispatcher never recovered"
-            await asyncio.sleep(0.1)
+    got = await fetch_once_served(dispatcher, newcomer.agent_id)
     assert [t["id"] for t in got] == tickets[:2]
     assert (dispatcher.epoch, dispatcher.stats.leadership_lost) == (epoch, 0)
 

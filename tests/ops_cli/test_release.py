@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp.test_utils import TestClient
@@ -271,6 +273,18 @@ async def test_an_answer_too_long_to_send_is_logged_and_the_leader_leads_on(
     assert dispatcher.stats.leadership_lost == 0
 
 
+@contextlib.asynccontextmanager
+async def row_locked(database_url: str, ticket_id: int) -> AsyncIterator[None]:
+    """A ticket row held by another session's open transaction, for the duration."""
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute("UPDATE tickets SET title = title WHERE id = $1", ticket_id)
+            yield
+    finally:
+        await locker.close()
+
+
 async def test_a_release_blocked_by_a_locked_row_fails_at_once_and_changes_nothing(
     tickets: Tickets, leader, make, db, database_url
 ) -> None:
@@ -279,15 +293,8 @@ async def test_a_release_blocked_by_a_locked_row_fails_at_once_and_changes_nothi
     ids = await make.tickets(2)
     agent = await make.agent(username="pat", capacity=2)
     assert await fetch(leader, agent.headers) == ids
-    locker = await asyncpg.connect(database_url)
-    try:
-        transaction = locker.transaction()
-        await transaction.start()
-        await locker.execute("UPDATE tickets SET title = title WHERE id = $1", ids[1])
+    async with row_locked(database_url, ids[1]):
         result = await tickets.run("release", str(agent.agent_id), "--timeout", "30")
-        await transaction.rollback()
-    finally:
-        await locker.close()
 
     assert result.returncode == 2, explain(result)
     assert "could not be committed" in result.stderr, explain(result)
@@ -304,11 +311,7 @@ async def test_a_release_asked_while_the_load_is_blocked_fails_at_once(
     agent = await make.agent(username="quin", capacity=3)
     assert await fetch(leader, agent.headers) == ids
     dispatcher = leader.app[DISPATCHER]
-    locker = await asyncpg.connect(database_url)
-    try:
-        transaction = locker.transaction()
-        await transaction.start()
-        await locker.execute("UPDATE tickets SET title = title WHERE id = $1", ids[2])
+    async with row_locked(database_url, ids[2]):
         await db.execute("UPDATE agents SET capacity = 1 WHERE id = $1", agent.agent_id)
         for _ in range(200):
             if dispatcher.blocked:
@@ -316,9 +319,6 @@ async def test_a_release_asked_while_the_load_is_blocked_fails_at_once(
             await asyncio.sleep(0.05)
         assert dispatcher.blocked
         result = await tickets.run("release", str(agent.agent_id), "--timeout", "30")
-        await transaction.rollback()
-    finally:
-        await locker.close()
 
     assert result.returncode == 2, explain(result)
     assert "could not be committed" in result.stderr, explain(result)
