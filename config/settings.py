@@ -86,9 +86,9 @@ class Settings(BaseSettings):
     # An idle leader's session is ended by PostgreSQL after the write timeout (5 s,
     # DispatcherOptions.write_timeout_s: keep in sync), so it must beat well within it.
     dispatcher_heartbeat_interval_s: float = Field(default=0.5, ge=0.05, le=2.5)
-    # How long a batch waits for a tickets row another session has locked before its
-    # requests get 503. Below the write timeout (5 s, as above), past which a waiting batch
-    # means a stalled connection and leadership is given up instead.
+    # How long the dispatcher waits for one lock another session holds (a tickets row, a
+    # table) before the batch's requests get 503. Below the write timeout (5 s, as above),
+    # past which a waiting step means a stalled connection and leadership is given up.
     dispatcher_row_lock_wait_s: float = Field(default=1.0, ge=0.01, le=4.0)
     # Retry-After: 0 would tell clients to retry in a tight loop.
     dispatcher_retry_after_s: int = Field(default=1, ge=1)

@@ -252,7 +252,8 @@ class DispatcherCollector(Collector):
         )
         yield _counter(
             "row_lock_waits_given_up",
-            "Failed commits that waited too long for a tickets row another session had locked.",
+            "Batches, admin commands, loads and rescans that gave up waiting for a lock"
+            " another session held (a row or a table of the dispatcher's).",
             stats.row_lock_waits_given_up,
         )
         yield _counter(

@@ -74,7 +74,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 @contextlib.asynccontextmanager
-async def _admins_kept(
+async def _user_write(
     request: web.Request, user_id: int, may_remove_admin: bool, *, transaction: bool = False
 ) -> AsyncIterator[Database | Transaction]:
     """Where to write a change to `user_id`: in a transaction when `transaction` is asked
@@ -149,7 +149,7 @@ async def _update_user(request: web.Request, kind: type[UserReplace | UserUpdate
     )
     may_remove_admin = False in (changes.get("is_staff"), changes.get("is_active"))
     try:
-        async with _admins_kept(
+        async with _user_write(
             request, current["id"], may_remove_admin, transaction=revokes
         ) as database:
             row = await database.fetchrow(
@@ -214,7 +214,7 @@ async def delete_user(request: web.Request) -> web.Response:
         raise PermissionDenied("Only admins may delete users.")
     # The agent goes inside, so that a refusal to remove the last admin leaves it untouched.
     # Any user: one read as a plain user may have been made the last admin since.
-    async with _admins_kept(request, row["id"], may_remove_admin=True) as database:
+    async with _user_write(request, row["id"], may_remove_admin=True) as database:
         if row["agent_id"] is not None:
             await delete_agent_through_dispatcher(request, row["agent_id"])
         if await database.fetchval("users_delete", row["id"]) is None:
